@@ -1,0 +1,32 @@
+// strand/runtime/runtime.h — execute a plan.
+//
+// Allocates a buffer for every node output (in the activation dtype of the node's tier; an
+// op that writes in place gets a view of its input), optionally poisons them so that an
+// element no kernel wrote shows up as NaN, and dispatches the segments in order, timing each.
+#pragma once
+
+#include <vector>
+
+#include "graph/graph.h"
+#include "planner/planner.h"
+
+namespace strand {
+
+struct RunOptions {
+  bool poison = false;  // fill outputs with NaN before running
+};
+
+struct RunStats {
+  std::vector<double> segment_seconds;  // one per plan segment
+  double seconds = 0;
+};
+
+// `values` must have one entry per graph value with every input, weight and state bound;
+// on return every node output holds its result.
+RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, const RunOptions& opt = {});
+
+// Convenience: a plan over the whole graph on one tier, executed.
+RunStats execute_on(const Graph& g, const std::shared_ptr<Backend>& tier, std::vector<Tensor>& values,
+                    const RunOptions& opt = {});
+
+}  // namespace strand
