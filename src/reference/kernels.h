@@ -49,14 +49,26 @@ void layernorm(const T* x, const T* g, const T* b, int64_t M, int64_t N, double 
 }
 
 // out = a · b                             a [M, K], b [K, N] (or [N, K] when trans_b), out [M, N]
+// Each out[i, j] is summed over k in order 0..K-1 in both layouts; without trans_b the loop
+// runs i-k-j so that b is read along its rows (same sums, cache-friendly).
 template <class T>
 void matmul(const T* a, const T* b, bool trans_b, int64_t M, int64_t K, int64_t N, T* out) {
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      T acc = 0;
-      for (int64_t k = 0; k < K; ++k) acc += a[i * K + k] * (trans_b ? b[j * K + k] : b[k * N + j]);
-      out[i * N + j] = acc;
+  for (int64_t i = 0; i < M; ++i) {
+    T* o = out + i * N;
+    if (trans_b) {
+      for (int64_t j = 0; j < N; ++j) {
+        T acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += a[i * K + k] * b[j * K + k];
+        o[j] = acc;
+      }
+      continue;
     }
+    for (int64_t j = 0; j < N; ++j) o[j] = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T aik = a[i * K + k];
+      for (int64_t j = 0; j < N; ++j) o[j] += aik * b[k * N + j];
+    }
+  }
 }
 
 template <class T>

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# strand's main job on an embedded default: installs missing packages, builds build/strand,
+# and runs `strand demo` (a small random GPT-2 that strand makes itself; no downloads).
+# Extra arguments go to `strand demo` (try: scripts/run.sh -n 64 --seed 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target strand
+exec build/strand demo "$@"

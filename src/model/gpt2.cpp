@@ -1,0 +1,145 @@
+#include "model/gpt2.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "runtime/runtime.h"
+
+namespace strand {
+
+ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits) {
+  const Gpt2Config& cfg = m.config;
+  const Gpt2Weights& w = m.weights;
+  const int64_t C = cfg.n_embd;
+  if (t <= 0) fail("forward: no tokens to run");
+  if (past < 0 || past + t > cfg.n_positions)
+    fail("forward: {} cached + {} new tokens exceed the model's context of {}", past, t, cfg.n_positions);
+  Act act;
+  if (!parse_hf_activation(cfg.activation_function, &act))
+    fail("activation_function '{}' is not supported", cfg.activation_function);
+
+  ForwardGraph fg;
+  Graph& g = fg.graph;
+  auto weight = [&](const std::string& name, const Tensor& tensor) {
+    const ValueId v = g.weight(name, tensor.shape, tensor.dtype);
+    fg.weights.emplace_back(v, tensor);
+    return v;
+  };
+  auto linear = [&](ValueId x, const Tensor& wt, const Tensor& b, const std::string& name) {
+    return g.add(OpKind::Linear, {x, weight(name + ".weight", wt), weight(name + ".bias", b)}, {}, name);
+  };
+  auto layernorm = [&](ValueId x, const Tensor& gain, const Tensor& bias, const std::string& name) {
+    Attrs a;
+    a.eps = cfg.layer_norm_epsilon;
+    return g.add(OpKind::LayerNorm, {x, weight(name + ".weight", gain), weight(name + ".bias", bias)}, a, name);
+  };
+
+  fg.ids = g.input("ids", {t}, DType::I32);
+  fg.pos = g.input("positions", {t}, DType::I32);
+  const ValueId tok = g.add(OpKind::GatherRows, {weight("wte.weight", w.wte), fg.ids}, {}, "wte");
+  const ValueId pos = g.add(OpKind::GatherRows, {weight("wpe.weight", w.wpe), fg.pos}, {}, "wpe");
+  ValueId x = g.add(OpKind::Add, {tok, pos}, {}, "embed");
+
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const Gpt2Layer& L = w.layers[size_t(l)];
+    const std::string p = fmt::format("h.{}.", l);
+    const ValueId a = layernorm(x, L.ln_1_w, L.ln_1_b, p + "ln_1");
+    const ValueId qkv = linear(a, L.attn_w, L.attn_b, p + "attn.c_attn");
+    Attrs sl;
+    sl.len = C;
+    sl.start = 0;
+    const ValueId q = g.add(OpKind::SliceCols, {qkv}, sl, p + "attn.q");
+    sl.start = C;
+    const ValueId k = g.add(OpKind::SliceCols, {qkv}, sl, p + "attn.k");
+    sl.start = 2 * C;
+    const ValueId v = g.add(OpKind::SliceCols, {qkv}, sl, p + "attn.v");
+    Attrs kv;
+    kv.past = past;
+    fg.k_cache.push_back(g.state(p + "k_cache", {cfg.n_positions, C}, DType::F32));
+    fg.v_cache.push_back(g.state(p + "v_cache", {cfg.n_positions, C}, DType::F32));
+    const ValueId keys = g.add(OpKind::KvStore, {fg.k_cache.back(), k}, kv, p + "attn.k_store");
+    const ValueId vals = g.add(OpKind::KvStore, {fg.v_cache.back(), v}, kv, p + "attn.v_store");
+    Attrs at;
+    at.heads = cfg.n_head;
+    at.past = past;
+    const ValueId att = g.add(OpKind::Attention, {q, keys, vals}, at, p + "attn");
+    const ValueId proj = linear(att, L.attn_proj_w, L.attn_proj_b, p + "attn.c_proj");
+    x = g.add(OpKind::Add, {x, proj}, {}, p + "attn.residual");
+
+    const ValueId m2 = layernorm(x, L.ln_2_w, L.ln_2_b, p + "ln_2");
+    ValueId h = linear(m2, L.fc_w, L.fc_b, p + "mlp.c_fc");
+    Attrs ac;
+    ac.act = act;
+    h = g.add(OpKind::Activation, {h}, ac, p + "mlp.act");
+    h = linear(h, L.fc_proj_w, L.fc_proj_b, p + "mlp.c_proj");
+    x = g.add(OpKind::Add, {x, h}, {}, p + "mlp.residual");
+  }
+  x = layernorm(x, w.ln_f_w, w.ln_f_b, "ln_f");
+  if (!all_logits && t > 1) {
+    Attrs last;
+    last.start = t - 1;
+    last.len = 1;
+    x = g.add(OpKind::SliceRows, {x}, last, "last_token");
+  }
+  Attrs tb;
+  tb.trans_b = true;
+  fg.logits = g.add(OpKind::MatMul, {x, weight(w.tied ? "wte.weight" : "lm_head.weight", w.lm_head)}, tb, "lm_head");
+  g.mark_output(fg.logits);
+  return fg;
+}
+
+Gpt2Runner::Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backend>> chain, RunnerOptions opt)
+    : model_(model), chain_(std::move(chain)), opt_(opt) {
+  if (chain_.empty()) fail("no tier to run the model on");
+}
+
+KvCache Gpt2Runner::new_cache(int64_t capacity) const {
+  const Gpt2Config& cfg = model_.config;
+  if (capacity <= 0 || capacity > cfg.n_positions) capacity = cfg.n_positions;
+  const DType dt = chain_.front()->activation_dtype();
+  KvCache c;
+  c.capacity = capacity;
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    c.k.push_back(Tensor::empty({cfg.n_positions, cfg.n_embd}, dt));
+    c.v.push_back(Tensor::empty({cfg.n_positions, cfg.n_embd}, dt));
+  }
+  return c;
+}
+
+Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool all_logits) {
+  const int64_t t = int64_t(ids.size());
+  if (cache.len + t > cache.capacity)
+    fail("{} cached + {} new tokens exceed the context of {} tokens", cache.len, t, cache.capacity);
+  const int32_t V = model_.config.vocab_size;
+  for (int32_t id : ids)
+    if (id < 0 || id >= V) fail("token id {} is out of range for a vocabulary of {}", id, V);
+
+  ForwardGraph fg = build_forward(model_, t, cache.len, all_logits);
+  Plan plan = make_plan(fg.graph, chain_, opt_.strict);
+
+  std::vector<Tensor> values(fg.graph.values().size());
+  Tensor tid = Tensor::empty({t}, DType::I32), tpos = Tensor::empty({t}, DType::I32);
+  for (int64_t i = 0; i < t; ++i) {
+    tid.ptr<int32_t>()[i] = ids[size_t(i)];
+    tpos.ptr<int32_t>()[i] = int32_t(cache.len + i);
+  }
+  values[size_t(fg.ids)] = tid;
+  values[size_t(fg.pos)] = tpos;
+  for (const auto& [v, tensor] : fg.weights) values[size_t(v)] = tensor;
+  for (size_t l = 0; l < fg.k_cache.size(); ++l) {
+    values[size_t(fg.k_cache[l])] = cache.k[l];
+    values[size_t(fg.v_cache[l])] = cache.v[l];
+  }
+  RunOptions ro;
+  ro.poison = opt_.poison;
+  const RunStats st = execute(fg.graph, plan, values, ro);
+  seconds_ += st.seconds;
+  cache.len += t;
+
+  Tensor logits = values[size_t(fg.logits)];
+  last_plan_ = std::move(plan);
+  last_graph_ = std::move(fg.graph);
+  return logits;
+}
+
+}  // namespace strand
