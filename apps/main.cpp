@@ -35,6 +35,7 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 std::string read_text_file(const std::string& path, const char* what) {
   std::error_code ec;
+  if (fs::is_directory(path, ec)) fail("{} {}: is a directory, not a text file", what, path);
   if (!fs::is_regular_file(path, ec)) fail("{} {}: no such file", what, path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("{} {}: cannot open", what, path);
@@ -78,11 +79,12 @@ struct GenArgs {
   void add_to(CLI::App* c, bool prompt_required) {
     auto* p = c->add_option("-p,--prompt", prompt, "prompt text (empty: start from <|endoftext|>)");
     if (prompt_required) p->required();
-    c->add_option("-n,--n-tokens", n, "tokens to generate (stops early at end-of-text)")->check(CLI::NonNegativeNumber);
+    c->add_option("-n,--n-tokens", n, "tokens to generate (stops early at end-of-text)")->check(CLI::Range(0, 1 << 30));
     c->add_option("--temp", temp, "sampling temperature; 0 is greedy");
     c->add_option("--top-k", top_k, "keep only the k most likely tokens (0: all)");
     c->add_option("--top-p", top_p, "keep the smallest set of tokens with this total probability");
-    c->add_option("--seed", seed, "random seed for sampling");
+    c->add_option("--seed", seed, "random seed for sampling (a non-negative integer)")
+        ->check(CLI::Validator([](std::string& v) { return v.rfind('-', 0) == 0 ? std::string("must not be negative") : std::string(); }, ""));
   }
   SamplerConfig sampler() const { return {temp, top_k, top_p, seed}; }
 };
@@ -150,7 +152,8 @@ int cmd_perplexity(const RunArgs& ra, const std::string& file, int64_t stride) {
   const Gpt2Model model = Gpt2Model::load(ra.model);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(ra.model);
   const std::vector<int32_t> ids = encode_arg(tok, read_text_file(file, "-f"), "-f " + file);
-  if (ids.size() < 2) fail("-f {}: the text has {} tokens; perplexity needs at least 2", file, ids.size());
+  if (ids.size() < 2)
+    fail("-f {}: the text has {} token{}; perplexity needs at least 2", file, ids.size(), ids.size() == 1 ? "" : "s");
   Gpt2Runner runner(model, make_chain(ra.backend), {ra.no_fallback, false});
   const PerplexityResult r = perplexity(runner, ids, stride);
   if (ra.explain) print_explain(runner);
@@ -186,6 +189,7 @@ constexpr const char* kDemoText =
     "the best tier that supports it and every tier is checked against a float64 reference.\n";
 
 int cmd_demo(RunArgs ra, GenArgs ga, std::string out, int layers, int embd) {
+  if (embd % 64 != 0) fail("--embd {}: must be a multiple of 64 (the demo uses heads of 64 channels)", embd);
   Gpt2Config cfg;
   cfg.n_layer = layers;
   cfg.n_embd = embd;
@@ -274,7 +278,8 @@ int main(int argc, char** argv) {
   RunArgs pra;
   pra.add_to(ppl);
   ppl->add_option("-f,--file", file, "UTF-8 text file")->required();
-  ppl->add_option("--stride", stride, "window step for texts longer than the context (default: context / 2)");
+  ppl->add_option("--stride", stride, "window step for texts longer than the context (default: context / 2)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   ppl->footer(
       "Every token after the first is predicted from all tokens before it, within a window of the model's\n"
       "context W; longer texts use windows of W tokens every --stride tokens, each token scored once.\n"
@@ -289,10 +294,27 @@ int main(int argc, char** argv) {
   tok->add_flag("--json", tok_json, "print the ids as one JSON array");
   tok->footer("Example:\n  strand tokenize -m ./gpt2 -p \"Hello world\" --json");
 
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == argv[1];
+    if (!known) {
+      std::fprintf(stderr, "strand: error: unknown command '%s' (commands: demo, generate, perplexity, tokenize; see strand -h)\n", argv[1]);
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, like every other strand error; the options are in -h.
+    std::string msg = e.what();
+    for (char& ch : msg)
+      if (ch == '\n') ch = ' ';
+    std::fprintf(stderr, "strand: error: %s (see -h)\n", msg.c_str());
+    return 1;
   }
   try {
     if (demo->parsed()) {

@@ -200,7 +200,7 @@ ValueId dec_attention(Graph& g, const std::vector<ValueId>& in, const Attrs& a, 
     mm.trans_b = true;
     ValueId s = g.add(OpKind::MatMul, {q, k}, mm, hn + ".scores");
     Attrs sc;
-    sc.scale = float(1.0 / std::sqrt(double(d)));
+    sc.scale = 1.0 / std::sqrt(double(d));
     s = g.add(OpKind::Scale, {s}, sc, hn + ".scale");
     Attrs mk;
     mk.past = a.past;

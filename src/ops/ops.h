@@ -46,8 +46,8 @@ bool parse_hf_activation(std::string_view s, Act* out);
 
 // The union of every op's attributes; each op reads the fields it documents.
 struct Attrs {
-  float eps = 1e-5f;     // LayerNorm
-  float scale = 1.0f;    // Scale
+  double eps = 1e-5;     // LayerNorm
+  double scale = 1.0;    // Scale
   bool trans_b = false;  // MatMul
   Act act = Act::GeluTanh;
   int64_t start = 0;     // SliceCols, SliceRows

@@ -1,0 +1,208 @@
+// Helpers for the command-line tests: run the built `strand` binary as a child process
+// with stdout and stderr captured separately, and scratch directories to build broken
+// model directories in.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace strand::cli_test {
+
+namespace fs = std::filesystem;
+
+inline std::string strand_binary() { return STRAND_BINARY; }
+inline fs::path source_dir() { return fs::path(STRAND_SOURCE_DIR); }
+inline fs::path fixture_dir(const std::string& name) { return source_dir() / "tests" / "fixtures" / "gpt2" / name; }
+
+inline std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline void write_file(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+  f.close();
+  if (!f) throw std::runtime_error("cannot write " + p.string());
+}
+
+// The outcome of one run of the binary.
+struct RunResult {
+  std::vector<std::string> args;
+  bool exited = false;  // false: killed by a signal (or could not be started)
+  int exit_code = -1;   // when exited
+  int signal = 0;       // when !exited
+  std::string out, err;
+  double seconds = 0;
+
+  // The command line, shell-quoted enough to paste into a report.
+  std::string command() const {
+    std::string s = "strand";
+    for (const std::string& a : args) {
+      bool plain = !a.empty();
+      for (unsigned char c : a)
+        if (!(std::isalnum(c) || std::strchr("-_./=,:+", c))) plain = false;
+      if (plain) {
+        s += " " + a;
+      } else {
+        s += " $'";
+        for (unsigned char c : a) {
+          if (c == '\'' || c == '\\')
+            s += fmt::format("\\{}", char(c));
+          else if (c < 0x20 || c >= 0x7f)
+            s += fmt::format("\\x{:02x}", c);
+          else
+            s += char(c);
+        }
+        s += "'";
+      }
+    }
+    return s;
+  }
+
+  // Everything a failing assertion should show.
+  std::string describe() const {
+    std::string how = exited ? fmt::format("exit code {}", exit_code)
+                             : fmt::format("killed by signal {} ({})", signal, ::strsignal(signal));
+    return fmt::format("command: {}\n{} after {:.2f} s\n--- stdout ---\n{}\n--- stderr ---\n{}", command(), how,
+                       seconds, out.size() > 4000 ? out.substr(0, 4000) + "..." : out, err);
+  }
+
+  // Lines of stderr (split on '\n'; a final line without a newline counts too).
+  std::vector<std::string> err_lines() const {
+    std::vector<std::string> lines;
+    std::string cur;
+    for (char c : err) {
+      if (c == '\n') {
+        lines.push_back(cur);
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+    if (!cur.empty()) lines.push_back(cur);
+    return lines;
+  }
+};
+
+// A scratch directory, removed with everything in it when the object goes away.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& tag = "cli") {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() / fmt::format("strand_{}_test_{}_{}", tag, ::getpid(), counter++);
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+  // Copies a fixture model directory into this one (as `name`) and returns its path.
+  fs::path copy_fixture(const std::string& fixture, const std::string& name = "model") const {
+    const fs::path dst = path_ / name;
+    fs::create_directories(dst);
+    fs::copy(fixture_dir(fixture), dst, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    return dst;
+  }
+
+ private:
+  fs::path path_;
+};
+
+// Runs the strand binary with `args`. stdin is /dev/null; stdout and stderr go to two
+// temporary files that are read back. The child gets an alarm after `timeout_s` seconds
+// (SIGALRM then shows up as a signal in the result).
+inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeout_s = 60) {
+  RunResult r;
+  r.args = args;
+  const fs::path tmp = fs::temp_directory_path();
+  std::string out_path = (tmp / "strand_cli_out_XXXXXX").string();
+  std::string err_path = (tmp / "strand_cli_err_XXXXXX").string();
+  const int out_fd = ::mkstemp(out_path.data());
+  const int err_fd = ::mkstemp(err_path.data());
+  if (out_fd < 0 || err_fd < 0) {
+    r.err = fmt::format("test harness: mkstemp failed: {}", std::strerror(errno));
+    return r;
+  }
+
+  const std::string bin = strand_binary();
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(bin.c_str()));
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int in_fd = ::open("/dev/null", O_RDONLY);
+    if (in_fd >= 0) ::dup2(in_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::alarm(timeout_s);
+    ::execv(bin.c_str(), argv.data());
+    const char msg[] = "test harness: execv of the strand binary failed\n";
+    [[maybe_unused]] ssize_t n = ::write(2, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  ::close(out_fd);
+  ::close(err_fd);
+  if (pid < 0) {
+    r.err = fmt::format("test harness: fork failed: {}", std::strerror(errno));
+  } else {
+    int status = 0;
+    pid_t w;
+    do {
+      w = ::waitpid(pid, &status, 0);
+    } while (w < 0 && errno == EINTR);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (w == pid && WIFEXITED(status)) {
+      r.exited = true;
+      r.exit_code = WEXITSTATUS(status);
+    } else if (w == pid && WIFSIGNALED(status)) {
+      r.signal = WTERMSIG(status);
+    }
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
+  }
+  std::error_code ec;
+  fs::remove(out_path, ec);
+  fs::remove(err_path, ec);
+  return r;
+}
+
+// True when stderr carries a report from AddressSanitizer, UBSan or LeakSanitizer.
+inline bool has_sanitizer_report(const std::string& err) {
+  for (const char* s : {"AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:",
+                        "ThreadSanitizer", "MemorySanitizer"})
+    if (err.find(s) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace strand::cli_test
