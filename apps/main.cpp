@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "apps/commands.h"
 #include "backends/registry.h"
 #include "core/error.h"
 #include "model/generate.h"
@@ -294,11 +295,20 @@ int main(int argc, char** argv) {
   tok->add_flag("--json", tok_json, "print the ids as one JSON array");
   tok->footer("Example:\n  strand tokenize -m ./gpt2 -p \"Hello world\" --json");
 
+  // Commands defined in their own files.
+  std::vector<cli::Command> extra;
+  auto* bench = app.add_subcommand("bench", "benchmarks: the GEMM ladder and model throughput per tier");
+  bench->require_subcommand(1);
+  extra.push_back(cli::add_bench_gemm(*bench));
+  extra.push_back(cli::add_bench_model(*bench));
+  extra.push_back(cli::add_devices(app));
+  extra.push_back(cli::add_validate(app));
+
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == argv[1];
     if (!known) {
-      std::fprintf(stderr, "strand: error: unknown command '%s' (commands: demo, generate, perplexity, tokenize; see strand -h)\n", argv[1]);
+      std::fprintf(stderr, "strand: error: unknown command '%s' (see strand -h for the list)\n", argv[1]);
       return 1;
     }
   }
@@ -322,6 +332,8 @@ int main(int argc, char** argv) {
       if (demo->count("-n") == 0) ga.n = 48;
       return cmd_demo(ra, ga, out, layers, embd);
     }
+    for (const auto& c : extra)
+      if (c.app->parsed()) return c.run();
     if (gen->parsed()) return cmd_generate(ra, ga);
     if (ppl->parsed()) return cmd_perplexity(pra, file, stride);
     if (tok->parsed()) {

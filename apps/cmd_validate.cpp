@@ -1,0 +1,14 @@
+// strand validate — not written yet: says so and exits non-zero.
+#include "apps/commands.h"
+#include "core/error.h"
+
+namespace strand::cli {
+
+Command add_validate(CLI::App& parent) {
+  Command c;
+  c.app = parent.add_subcommand("validate", "(not built yet)");
+  c.run = [] () -> int { fail("'validate' is not implemented in this build yet"); };
+  return c;
+}
+
+}  // namespace strand::cli

@@ -1,0 +1,28 @@
+// strand CLI — how command files plug into main.cpp.
+//
+// Each apps/cmd_*.cpp adds its subcommand(s) to a parent CLI::App and returns the function to
+// call when that subcommand was parsed. main.cpp owns error printing and exit codes: a command
+// throws strand::Error for anything the user can fix.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace strand::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// `strand bench gemm` (apps/cmd_bench_gemm.cpp) and `strand bench model` (apps/cmd_bench_model.cpp).
+Command add_bench_gemm(CLI::App& bench);
+Command add_bench_model(CLI::App& bench);
+// `strand devices` (apps/cmd_devices.cpp).
+Command add_devices(CLI::App& app);
+// `strand validate` (apps/cmd_validate.cpp).
+Command add_validate(CLI::App& app);
+
+}  // namespace strand::cli
