@@ -25,4 +25,8 @@ Command add_devices(CLI::App& app);
 // `strand validate` (apps/cmd_validate.cpp).
 Command add_validate(CLI::App& app);
 
+// `strand export coreml` (apps/cmd_export.cpp) and `strand explain` (apps/cmd_explain.cpp).
+Command add_export(CLI::App& app);
+Command add_explain(CLI::App& app);
+
 }  // namespace strand::cli

@@ -303,6 +303,8 @@ int main(int argc, char** argv) {
   extra.push_back(cli::add_bench_model(*bench));
   extra.push_back(cli::add_devices(app));
   extra.push_back(cli::add_validate(app));
+  extra.push_back(cli::add_export(app));
+  extra.push_back(cli::add_explain(app));
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
