@@ -616,7 +616,7 @@ TEST(CliErrors, OptionParserErrors) {
       {{"generate", "-m", kF32}, "--prompt"},
       {{"perplexity", "-m", kF32}, "--file"},
       {{"tokenize", "-m", kF32, "-p", "a", "-f", kPplTxt}, "-f"},
-      {{"no-such-command"}, "subcommand"},
+      {{"no-such-command"}, "unknown command 'no-such-command'"},
   };
   for (const Case& c : cases) {
     const RunResult r = run_strand(c.args);
