@@ -8,6 +8,7 @@ std::optional<DType> parse_dtype(std::string_view s) {
   if (s == "bf16" || s == "BF16") return DType::BF16;
   if (s == "f64" || s == "F64") return DType::F64;
   if (s == "i32" || s == "I32") return DType::I32;
+  if (s == "q8" || s == "int8") return DType::Q8;
   return std::nullopt;
 }
 

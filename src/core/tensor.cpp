@@ -1,6 +1,9 @@
 #include "core/tensor.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "core/error.h"
@@ -29,13 +32,65 @@ std::vector<int64_t> contiguous_strides(const Shape& s) {
   return st;
 }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
-  for (int64_t d : shape)
-    if (d < 0) fail("tensor shape {} has a negative dimension", shape_str(shape));
-  const size_t bytes = size_t(strand::numel(shape)) * dtype_size(dtype);
+namespace {
+
+void* alloc_bytes(size_t bytes, const Shape& shape) {
   const size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded ? rounded : 64);
   if (!p) fail("out of memory allocating {} bytes for a tensor of shape {}", bytes, shape_str(shape));
+  return p;
+}
+
+void need_q8(const Tensor& t, const char* what) {
+  if (t.dtype != DType::Q8) fail("{} of a {} tensor: not Q8", what, dtype_name(t.dtype));
+}
+
+}  // namespace
+
+Tensor Tensor::empty_q8(const Shape& shape, int block_axis) {
+  for (int64_t d : shape)
+    if (d < 0) fail("tensor shape {} has a negative dimension", shape_str(shape));
+  if (shape.empty() || shape.size() > 2) fail("a q8 tensor has rank 1 or 2, not {}", shape_str(shape));
+  if (block_axis < 0 || block_axis >= int(shape.size()))
+    fail("q8 block axis {} is outside a tensor of shape {}", block_axis, shape_str(shape));
+  const int64_t len = shape[size_t(block_axis)];
+  const int64_t lines = shape.size() == 1 ? 1 : shape[size_t(1 - block_axis)];
+  const size_t bytes = q8_bytes(lines, len);
+  void* p = alloc_bytes(bytes, shape);
+  Tensor t;
+  t.data = p;
+  t.dtype = DType::Q8;
+  t.shape = shape;
+  if (shape.size() == 1)
+    t.strides = {1};
+  else if (block_axis == 0)
+    t.strides = {1, q8_padded(len)};
+  else
+    t.strides = {q8_padded(len), 1};
+  t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return t;
+}
+
+int Tensor::q8_axis() const {
+  need_q8(*this, "q8 layout");
+  return strides.size() == 2 && strides[0] == 1 ? 0 : int(strides.size()) - 1;
+}
+
+int64_t Tensor::q8_len() const { return shape[size_t(q8_axis())]; }
+
+int64_t Tensor::q8_lines() const { return shape.size() == 1 ? 1 : shape[size_t(1 - q8_axis())]; }
+
+size_t Tensor::nbytes() const {
+  if (dtype == DType::Q8) return q8_bytes(q8_lines(), q8_len());
+  return size_t(numel()) * dtype_size(dtype);
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) {
+  if (dtype == DType::Q8) return empty_q8(shape, 0);
+  for (int64_t d : shape)
+    if (d < 0) fail("tensor shape {} has a negative dimension", shape_str(shape));
+  const size_t bytes = size_t(strand::numel(shape)) * dtype_size(dtype);
+  void* p = alloc_bytes(bytes, shape);
   Tensor t;
   t.data = p;
   t.dtype = dtype;
@@ -55,9 +110,10 @@ Tensor Tensor::view_of(void* data, DType dtype, const Shape& shape, std::shared_
   return t;
 }
 
-bool Tensor::contiguous() const { return strides == contiguous_strides(shape); }
+bool Tensor::contiguous() const { return dtype != DType::Q8 && strides == contiguous_strides(shape); }
 
 Tensor Tensor::rows(int64_t start, int64_t len) const {
+  if (dtype == DType::Q8) fail("rows of a q8 tensor of shape {}: q8 tensors cannot be sliced", shape_str(shape));
   if (shape.empty() || start < 0 || len < 0 || start + len > shape[0])
     fail("rows [{}, {}) out of range for tensor of shape {}", start, start + len, shape_str(shape));
   Tensor t = *this;
@@ -67,6 +123,7 @@ Tensor Tensor::rows(int64_t start, int64_t len) const {
 }
 
 Tensor Tensor::reshape(const Shape& s) const {
+  if (dtype == DType::Q8) fail("reshape of a q8 tensor of shape {}", shape_str(shape));
   if (!contiguous()) fail("reshape of a non-contiguous tensor of shape {}", shape_str(shape));
   if (strand::numel(s) != numel())
     fail("cannot reshape {} to {}", shape_str(shape), shape_str(s));
@@ -76,6 +133,85 @@ Tensor Tensor::reshape(const Shape& s) const {
   return t;
 }
 
+namespace {
+
+// Value of logical (row-major) element i of a Q8 tensor, exactly (q * scale in double).
+double q8_value(const Tensor& t, int64_t i) {
+  const int64_t cols = t.rank() == 2 ? t.shape[1] : t.shape[0];
+  const int64_t r = t.rank() == 2 ? i / cols : 0, c = t.rank() == 2 ? i % cols : i;
+  const int axis = t.q8_axis();
+  const int64_t line = t.rank() == 1 ? 0 : axis == 0 ? c : r;
+  const int64_t pos = t.rank() == 1 ? c : axis == 0 ? r : c;
+  const int64_t len = t.q8_len();
+  const int8_t q = t.q8_data()[line * q8_padded(len) + pos];
+  return double(q) * double(t.q8_scales()[line * q8_blocks(len) + pos / kQ8Block]);
+}
+
+// Dequantizes a Q8 tensor into a contiguous row-major f32 (or f64) buffer.
+template <class T>
+void q8_dequantize(const Tensor& t, T* out) {
+  const int axis = t.q8_axis();
+  const int64_t len = t.q8_len(), lines = t.q8_lines(), lp = q8_padded(len), nb = q8_blocks(len);
+  const int8_t* q = t.q8_data();
+  const float* sc = t.q8_scales();
+  // Logical element (line l, position p) sits at out[l * len + p] when blocks run along the
+  // last axis, else at out[p * lines + l].
+  const bool along_last = t.rank() == 1 || axis == 1;
+  for (int64_t l = 0; l < lines; ++l)
+    for (int64_t p = 0; p < len; ++p) {
+      const T v = T(q[l * lp + p]) * T(sc[l * nb + p / kQ8Block]);
+      out[along_last ? l * len + p : p * lines + l] = v;
+    }
+}
+
+}  // namespace
+
+Tensor Tensor::to_q8(int block_axis) const {
+  if (dtype == DType::Q8) {
+    if (q8_axis() == block_axis) return to(DType::Q8);
+    return to(DType::F32).to_q8(block_axis);
+  }
+  if (!contiguous()) fail("quantization of a non-contiguous tensor of shape {}", shape_str(shape));
+  Tensor out = empty_q8(shape, block_axis);
+  const int64_t len = out.q8_len(), lines = out.q8_lines(), lp = q8_padded(len), nb = q8_blocks(len);
+  // The values as f32 lines along the block axis: a [K, N] tensor blocked along axis 0 is
+  // transposed first (in tiles, so both sides stay in cache).
+  Tensor f = dtype == DType::F32 ? *this : to(DType::F32);
+  if (rank() == 2 && block_axis == 0) {
+    Tensor t = empty({shape[1], shape[0]}, DType::F32);
+    const float* src = f.ptr<const float>();
+    float* dst = t.ptr<float>();
+    const int64_t R = shape[0], C = shape[1];
+    for (int64_t r0 = 0; r0 < R; r0 += 32)
+      for (int64_t c0 = 0; c0 < C; c0 += 32)
+        for (int64_t r = r0; r < std::min(R, r0 + 32); ++r)
+          for (int64_t c = c0; c < std::min(C, c0 + 32); ++c) dst[c * R + r] = src[r * C + c];
+    f = t;
+  }
+  const float* v = f.ptr<const float>();
+  int8_t* q = static_cast<int8_t*>(out.data);
+  float* sc = const_cast<float*>(out.q8_scales());
+  for (int64_t l = 0; l < lines; ++l)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t p0 = b * kQ8Block, n = std::min<int64_t>(kQ8Block, len - p0);
+      const float* vals = v + l * len + p0;
+      float amax = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        if (!std::isfinite(vals[j])) fail("cannot quantize a non-finite value ({}) of a tensor of shape {}", vals[j], shape_str(shape));
+        amax = std::max(amax, std::abs(vals[j]));
+      }
+      const float scale = amax / 127.0f;
+      sc[l * nb + b] = scale;
+      int8_t* ql = q + l * lp + p0;
+      for (int64_t j = 0; j < kQ8Block; ++j) {
+        float r = 0;
+        if (j < n && scale > 0) r = std::nearbyint(vals[j] / scale);
+        ql[j] = int8_t(std::max(-127.0f, std::min(127.0f, r)));
+      }
+    }
+  return out;
+}
+
 double load_as_double(const Tensor& t, int64_t i) {
   switch (t.dtype) {
     case DType::F32: return t.ptr<const float>()[i];
@@ -83,11 +219,28 @@ double load_as_double(const Tensor& t, int64_t i) {
     case DType::BF16: return bf16_to_f32(t.ptr<const uint16_t>()[i]);
     case DType::F64: return t.ptr<const double>()[i];
     case DType::I32: return t.ptr<const int32_t>()[i];
+    case DType::Q8: return q8_value(t, i);
   }
   return 0;
 }
 
 Tensor Tensor::to(DType dst) const {
+  if (dtype == DType::Q8) {
+    if (dst == DType::Q8) {
+      Tensor out = empty_q8(shape, q8_axis());
+      std::memcpy(out.data, data, nbytes());
+      return out;
+    }
+    if (dst == DType::F64) {
+      Tensor out = empty(shape, DType::F64);
+      q8_dequantize(*this, out.ptr<double>());
+      return out;
+    }
+    Tensor f = empty(shape, DType::F32);
+    q8_dequantize(*this, f.ptr<float>());
+    return dst == DType::F32 ? f : f.to(dst);
+  }
+  if (dst == DType::Q8) return to_q8(0);
   if (!contiguous()) fail("conversion of a non-contiguous tensor of shape {}", shape_str(shape));
   Tensor out = empty(shape, dst);
   const int64_t n = numel();
@@ -129,12 +282,20 @@ Tensor Tensor::to(DType dst) const {
       for (int64_t i = 0; i < n; ++i) o[i] = int32_t(load_as_double(*this, i));
       break;
     }
+    case DType::Q8: break;  // handled above
   }
   return out;
 }
 
 void Tensor::poison() {
   const int64_t n = numel();
+  if (dtype == DType::Q8) {  // zero payload, NaN scales: every value reads as NaN
+    const int64_t lines = q8_lines(), nb = q8_blocks(q8_len());
+    std::memset(data, 0, size_t(lines * q8_padded(q8_len())));
+    float* sc = const_cast<float*>(q8_scales());
+    for (int64_t i = 0; i < lines * nb; ++i) sc[i] = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
   if (!contiguous()) fail("poison of a non-contiguous tensor");
   switch (dtype) {
     case DType::F32: {
@@ -158,6 +319,7 @@ void Tensor::poison() {
       for (int64_t i = 0; i < n; ++i) p[i] = std::numeric_limits<int32_t>::min();
       break;
     }
+    case DType::Q8: break;  // handled above
   }
 }
 

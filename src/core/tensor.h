@@ -3,6 +3,12 @@
 // A Tensor is a view: a data pointer, a dtype, a shape and element strides, plus a
 // shared owner that keeps the bytes alive (a heap buffer, or a memory-mapped file).
 // Copying a Tensor copies the view, never the bytes.
+//
+// Q8 tensors (blocked int8, see core/dtype.h) keep their logical shape; their strides are in
+// int8 payload elements and the axis with stride 1 is the block axis. For shape [R, S]:
+// blocks along axis 0 -> strides {1, q8_padded(R)} (S lines of R values); along axis 1 ->
+// strides {q8_padded(S), 1} (R lines of S values). A Q8 tensor is never contiguous() in the
+// plain sense; rows() and reshape() refuse it; to() converts it both ways.
 #pragma once
 
 #include <cstdint>
@@ -31,11 +37,13 @@ struct Tensor {
   static Tensor empty(const Shape& shape, DType dtype);
   // A view over memory owned by `owner` (contiguous).
   static Tensor view_of(void* data, DType dtype, const Shape& shape, std::shared_ptr<void> owner);
+  // A new Q8 tensor (rank 1 or 2) blocked along `block_axis`, uninitialised.
+  static Tensor empty_q8(const Shape& shape, int block_axis);
 
   int64_t numel() const { return strand::numel(shape); }
   int64_t dim(int i) const { return shape[size_t(i < 0 ? int(shape.size()) + i : i)]; }
   int rank() const { return int(shape.size()); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t nbytes() const;  // storage bytes (Q8: payload with its padding, and the scales)
   bool contiguous() const;
   bool defined() const { return data != nullptr; }
 
@@ -46,8 +54,21 @@ struct Tensor {
   Tensor rows(int64_t start, int64_t len) const;
   // Same bytes, new contiguous shape of equal numel (requires contiguous()).
   Tensor reshape(const Shape& s) const;
-  // Contiguous copy converted to `to` (f32/f16/bf16/f64 among each other).
+  // Contiguous copy converted to `to` (f32/f16/bf16/f64 among each other; from Q8 by
+  // dequantizing; to Q8 by quantizing along axis 0, as to_q8(0)).
   Tensor to(DType to) const;
+  // Quantized copy (rank 1 or 2) in blocks of kQ8Block along `block_axis`: each block's scale
+  // is max|v| / 127 and q = round-to-nearest-even(v / scale). Non-finite values are an error.
+  Tensor to_q8(int block_axis) const;
+
+  // Q8 layout (dtype == Q8 only).
+  int q8_axis() const;         // the block axis
+  int64_t q8_len() const;      // values along the block axis
+  int64_t q8_lines() const;    // lines (indices of the other axis; 1 for rank 1)
+  const int8_t* q8_data() const { return static_cast<const int8_t*>(data); }
+  const float* q8_scales() const {  // lines x q8_blocks(len), after the payload
+    return reinterpret_cast<const float*>(static_cast<const char*>(data) + size_t(q8_lines() * q8_padded(q8_len())));
+  }
 
   // Fill with quiet NaN (floating types) or a sentinel (i32), so an unwritten element shows.
   void poison();
