@@ -1,5 +1,8 @@
 #include "backends/registry.h"
 
+#include "backends/blas/blas.h"
+#include "backends/coreml/coreml.h"
+#include "backends/cpu/cpu.h"
 #include "backends/naive/naive.h"
 #include "core/error.h"
 
@@ -7,6 +10,9 @@ namespace strand {
 
 std::vector<std::shared_ptr<Backend>> all_backends() {
   std::vector<std::shared_ptr<Backend>> v;
+  v.push_back(make_coreml_backend());  // the Apple Neural Engine through Core ML (a stub off Apple)
+  v.push_back(make_blas_backend());
+  v.push_back(make_cpu_backend());
   v.push_back(make_naive_backend());
   return v;
 }

@@ -1,0 +1,104 @@
+// strand/devices/machine.h — what this machine is, and what each tier reaches on it.
+//
+// machine_info() is cheap (cpuid / /proc/cpuinfo / sysfs, library version calls) and is what
+// benchmark headers print. probe_devices() measures: a short GEMM per tier, memory read
+// bandwidth, and the size from which the blas tier beats the cpu tier; it caches the result
+// in a JSON file (see devices/probe.h for the file and the knobs tests use).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace strand {
+
+struct MachineInfo {
+  std::string cpu_model;        // "AMD EPYC 9654 96-Core Processor" (as the OS names it)
+  int physical_cores = 1;       // cores (SMT siblings counted once)
+  int logical_cpus = 1;         // online hardware threads
+  std::vector<std::string> simd;  // e.g. avx512f, avx2, fma, f16c, avx512_bf16, avx512_vnni, neon
+  double base_ghz = 0;          // 0 when unknown
+  double max_ghz = 0;           // 0 when unknown
+  std::string os, compiler, openblas_version, openblas_corename, onednn_version;
+  size_t l1d_bytes = 0, l2_bytes = 0, l3_bytes = 0;  // per core for L1d/L2; per instance for L3; 0 unknown
+
+  // Beyond the fields above (kept stable for `strand bench` / `strand validate`):
+  std::string arch;             // "x86_64", "aarch64"
+  std::string vendor;           // "AuthenticAMD", "GenuineIntel", "Apple", ""
+  int cpu_family = 0, cpu_model_id = 0;  // x86 family/model numbers (0 elsewhere)
+  std::string uarch;            // best guess at the core design ("Zen 4", "Ice Lake server"), "" unknown
+  std::string ghz_source;       // where base/max GHz came from ("cpufreq", "/proc/cpuinfo cpu MHz", ...)
+  std::string openblas_config;  // openblas_get_config(): build options and target
+  std::string openblas_note;    // non-empty when OpenBLAS runs a generic/older kernel on this CPU
+
+  bool has(const std::string& feature) const;
+};
+
+MachineInfo machine_info();            // cheap; from cpuid / /proc/cpuinfo / sysfs
+std::string machine_summary_line();    // one line for benchmark headers
+
+// One tier as `strand devices` sees it.
+struct TierPeak {
+  std::string tier;
+  bool usable = false;
+  std::string why;                      // the tier's probe() reason (or why it is not built)
+  double theoretical_gflops = 0;        // fp32 peak of the cores the tier uses
+  double measured_gflops = 0;           // a short f32 GEMM on the tier (0: not measured)
+  double measured_bandwidth_gbs = 0;    // a GEMV whose weight is larger than L3 (memory-bound)
+  int threads = 0;
+  std::string gemm_shape;               // what was timed, e.g. "1024x1024x1024"
+  std::string gemv_shape;               // e.g. "1x4096 · 4096x4096"
+};
+
+// One point of the blas-vs-cpu crossover measurement.
+struct CrossoverPoint {
+  long long m = 0, k = 0, n = 0;
+  double flops = 0;                     // 2·M·N·K
+  double blas_seconds = 0, other_seconds = 0;  // best of a few runs
+  bool blas_wins = false;               // blas at least 5% faster here
+};
+
+struct DeviceReport {
+  MachineInfo machine;
+  std::vector<TierPeak> tiers;          // every tier compiled in (fastest first), then tiers not built
+  double bandwidth_gbs = 0;             // measured memory read bandwidth, all threads
+  // The 2·M·N·K from which blas takes a product from the tier below it (measured, see
+  // crossover_from_points in devices/probe.h): +inf when it never should, -1 when it was not
+  // measured (no blas tier, or nothing to compare it with).
+  double blas_crossover_flops = -1;
+  bool from_cache = false;
+  std::string cache_path;               // "" when there is no cache location
+
+  // Beyond the fields above:
+  int threads = 1;                      // threads the measurement ran with
+  std::string crossover_vs;             // the tier blas was timed against ("cpu")
+  std::string crossover_note;           // how the crossover reads, in words
+  std::vector<CrossoverPoint> crossover_points;
+  std::string bandwidth_detail;         // "256 MiB buffer, 2 threads, best of 5"
+  std::string peak_detail;              // how the theoretical peak was computed
+  std::string measured_at;              // UTC time of the measurement (ISO 8601)
+  std::string strand_version;
+  bool quick = false;                   // measured with a tiny time budget (rough; never cached)
+  std::vector<std::string> warnings;    // e.g. a corrupt cache that was ignored
+};
+
+// Measures (a few seconds) or reads the cache; the cache is keyed by CPU model + thread count
+// + strand version (+ the OpenBLAS kernel). refresh: measure even when the cache has an entry.
+DeviceReport probe_devices(bool refresh, int threads);
+
+// Theoretical f32 peak: min(threads, physical cores) × GHz × FLOP/cycle per core, where the
+// FLOP/cycle comes from the widest FMA the CPU runs (see fp32_flops_per_cycle).
+double fp32_peak_gflops(const MachineInfo&, int threads);
+// FLOP per cycle per core for f32, and the reasoning in words, e.g. for Zen 4:
+// "Zen 4: AVX-512 is double-pumped on two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP = 32".
+double fp32_flops_per_cycle(const MachineInfo&, std::string* why = nullptr);
+
+// The thread count strand's tiers use: STRAND_THREADS when set (a positive integer), else the
+// number of logical CPUs this process may run on.
+int default_thread_count();
+
+// Whether an OpenBLAS core name is a generic / older kernel for this CPU, and what to say
+// about it ("" when the kernel fits the CPU). Pure: tests feed it any name.
+std::string openblas_kernel_note(const std::string& corename, const MachineInfo& m);
+
+}  // namespace strand
