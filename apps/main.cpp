@@ -24,6 +24,7 @@
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "model/gpt2_weights.h"
+#include "model/weight_cast.h"
 #include "tokenizer/gpt2_tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -60,10 +61,13 @@ struct RunArgs {
   bool no_fallback = false;
   bool explain = false;
   bool json = false;
+  std::string weights;  // empty: as stored
 
   void add_to(CLI::App* c, bool with_model = true) {
     if (with_model) c->add_option("-m,--model", model, "Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)")->required();
     c->add_option("--backend", backend, "tier chain, fastest first, e.g. 'naive' (default: every usable tier)");
+    c->add_option("--weights", weights, "convert the weight matrices after loading: f32, f16, bf16 or int8 (default: as stored)")
+        ->check(CLI::IsMember({"f32", "f16", "bf16", "int8"}));
     c->add_flag("--no-fallback", no_fallback, "make any fallback to a later tier an error");
     c->add_flag("--explain", explain, "print where every node ran and why (on stderr)");
     c->add_flag("--json", json, "print exactly one JSON value on stdout");
@@ -89,6 +93,13 @@ struct GenArgs {
   }
   SamplerConfig sampler() const { return {temp, top_k, top_p, seed}; }
 };
+
+// Loads a model directory and, with --weights, converts its matrices.
+Gpt2Model load_model(const std::string& dir, const RunArgs& ra) {
+  Gpt2Model m = Gpt2Model::load(dir);
+  if (!ra.weights.empty()) m.weights = cast_gpt2_weights(m.weights, parse_weight_dtype(ra.weights));
+  return m;
+}
 
 void print_explain(const Gpt2Runner& r) {
   std::fprintf(stderr, "plan of the last forward pass (%s):\n%s", r.model().dir.c_str(),
@@ -135,7 +146,7 @@ void print_speed(FILE* out, const json& j) {
 }
 
 int cmd_generate(const RunArgs& ra, const GenArgs& ga) {
-  const Gpt2Model model = Gpt2Model::load(ra.model);
+  const Gpt2Model model = load_model(ra.model, ra);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(ra.model);
   json j = run_generate(model, tok, ra, ga, !ra.json);
   if (ra.json) {
@@ -150,7 +161,7 @@ int cmd_generate(const RunArgs& ra, const GenArgs& ga) {
 }
 
 int cmd_perplexity(const RunArgs& ra, const std::string& file, int64_t stride) {
-  const Gpt2Model model = Gpt2Model::load(ra.model);
+  const Gpt2Model model = load_model(ra.model, ra);
   const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(ra.model);
   const std::vector<int32_t> ids = encode_arg(tok, read_text_file(file, "-f"), "-f " + file);
   if (ids.size() < 2)
@@ -213,7 +224,7 @@ int cmd_demo(RunArgs ra, GenArgs ga, std::string out, int layers, int embd) {
   tok.write_files(out);
   ra.model = out;
 
-  const Gpt2Model model = Gpt2Model::load(out);  // the same path as any Hugging Face directory
+  const Gpt2Model model = load_model(out, ra);  // the same path as any Hugging Face directory
   const Gpt2Tokenizer loaded = Gpt2Tokenizer::load_dir(out);
   json gen = run_generate(model, loaded, ra, ga, false);
   Gpt2Runner runner(model, make_chain(ra.backend), {ra.no_fallback, false});

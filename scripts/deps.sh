@@ -3,7 +3,7 @@
 # As root: apt-get installs them. Otherwise: prints the exact command and exits 1.
 set -euo pipefail
 
-need=(cmake make g++ libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libopenblas-dev libdnnl-dev)
+need=(cmake make g++ libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libopenblas-dev libdnnl-dev python3 python3-venv)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
