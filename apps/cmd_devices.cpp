@@ -93,7 +93,7 @@ void print_human(const DeviceReport& r) {
   std::printf("  %-10s %.1f GB/s read (%s)\n\n", "memory", r.bandwidth_gbs, r.bandwidth_detail.c_str());
 
   std::printf("tiers, fastest first (peak: fp32 of the cores the tier uses; GEMM: best f32 matmul; GEMV: 1-row matmul\n"
-              "with a weight larger than L3, GB/s of the bytes it must read, against the memory's)\n");
+              "with a weight far larger than L3, in GB/s of the bytes it must read, against the memory's)\n");
   std::printf("  %-8s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", "tier", "usable", "threads", "peak GFLOP/s",
               "GEMM GFLOP/s", "(shape)", "% peak", "GEMV GB/s", "% memory");
   for (const TierPeak& t : r.tiers) {
@@ -115,7 +115,7 @@ void print_human(const DeviceReport& r) {
     std::printf("2·M·N·K >= %s FLOP\n  %s\n", sci(r.blas_crossover_flops).c_str(), r.crossover_note.c_str());
   if (!r.crossover_points.empty()) {
     std::printf("  %-20s %10s %10s %10s  %s\n", "M x K x N", "FLOP", "blas ms", (r.crossover_vs + " ms").c_str(),
-                "faster");
+                "faster (blas by 5%+)");
     for (const CrossoverPoint& p : r.crossover_points)
       std::printf("  %-20s %10s %10.3f %10.3f  %s\n", fmt::format("{} x {} x {}", p.m, p.k, p.n).c_str(),
                   sci(p.flops).c_str(), p.blas_seconds * 1e3, p.other_seconds * 1e3,

@@ -200,6 +200,21 @@ TEST(Devices, ReadBandwidthIsMeasured) {
   EXPECT_GE(runs, 3);
 }
 
+TEST(Devices, CoreClockIsMeasuredWhenUnknown) {
+  const double ghz = measure_core_ghz(0.01);
+#if defined(__x86_64__) || defined(__aarch64__)
+  EXPECT_GT(ghz, 0.2);
+  EXPECT_LT(ghz, 10.0);
+#endif
+  MachineInfo m = synthetic("AuthenticAMD", 25, 17, {"avx2", "fma", "avx512f"});
+  apply_measured_clock(m, 3.7);
+  EXPECT_EQ(m.max_ghz, 3.7);
+  EXPECT_NEAR(fp32_peak_gflops(m, 2), 2 * 3.7 * 32, 1e-9);  // the clock the cores reach
+  m.max_ghz = 3.1;
+  apply_measured_clock(m, 3.7);
+  EXPECT_EQ(m.max_ghz, 3.1);  // a known max clock stays
+}
+
 TEST(Devices, QuickProbeMeasuresEveryUsableTier) {
   TempCacheDir cache;
   const DeviceReport r = probe_devices(true, 2, quick_probe_budget());

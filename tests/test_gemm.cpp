@@ -132,7 +132,9 @@ std::vector<float> run_gemm(const Problem& p, ThreadPool* pool, const GemmOption
   g.C = C.data();
   g.ldc = p.ldc;
   g.bias = p.with_bias ? p.bias.data() : nullptr;
-  cpu::gemm(g, pool, opt);
+  GemmOptions o = opt;
+  o.min_parallel_work = 0;  // split over the pool even on these small shapes
+  cpu::gemm(g, pool, o);
   return C;
 }
 

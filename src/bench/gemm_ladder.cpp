@@ -37,7 +37,7 @@
 
 // The simd rung is written once with vector types and compiled for AVX-512, AVX2 and the
 // baseline; the loader picks the clone this CPU runs.
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define STRAND_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define STRAND_SIMD_CLONES
@@ -422,8 +422,8 @@ json machine_info(cpu::ThreadPool& pool) {
   m["cache_bytes"] = {{"l1d", cache_bytes(1)}, {"l2", cache_bytes(2)}, {"l3", cache_bytes(3)}};
   const cpu::GemmIsa isa = cpu::gemm_best_isa();
   const cpu::GemmBlocking b = cpu::gemm_blocking(isa);
-  m["gemm_kernels"] = {{"isa", cpu::gemm_isa_name(isa)}, {"mr", b.mr}, {"nr", b.nr}, {"kc", b.kc}, {"nc", b.nc},
-                       {"gemv_max_rows", cpu::kGemvMaxRows}};
+  m["gemm_kernels"] = {{"isa", cpu::gemm_isa_name(isa)}, {"mr", b.mr}, {"nr", b.nr}, {"mc", b.mc}, {"kc", b.kc},
+                       {"nc", b.nc}, {"gemv_max_rows", cpu::kGemvMaxRows}};
 #ifdef STRAND_HAVE_OPENBLAS
   m["openblas"] = {{"core", openblas_get_corename()}, {"config", openblas_get_config()},
                    {"threads", openblas_get_num_threads()}};
@@ -752,9 +752,10 @@ std::string ladder_markdown(const json& rep) {
   o << fmt::format("- caches: L1d {} KiB, L2 {} KiB, L3 {} MiB\n", m["cache_bytes"]["l1d"].get<int64_t>() >> 10,
                    m["cache_bytes"]["l2"].get<int64_t>() >> 10, m["cache_bytes"]["l3"].get<int64_t>() >> 20);
   const json& gk = m["gemm_kernels"];
-  o << fmt::format("- strand gemm: {} kernels, register tile MR x NR = {} x {}, KC = {}, NC = {}, GEMV path for M <= {}\n",
-                   gk["isa"].get<std::string>(), gk["mr"].get<int>(), gk["nr"].get<int>(), gk["kc"].get<int64_t>(),
-                   gk["nc"].get<int64_t>(), gk["gemv_max_rows"].get<int64_t>());
+  o << fmt::format(
+      "- strand gemm: {} kernels, register tile MR x NR = {} x {}, MC = {}, KC = {}, NC = {}, GEMV path for M <= {}\n",
+      gk["isa"].get<std::string>(), gk["mr"].get<int>(), gk["nr"].get<int>(), gk["mc"].get<int64_t>(),
+      gk["kc"].get<int64_t>(), gk["nc"].get<int64_t>(), gk["gemv_max_rows"].get<int64_t>());
   if (m["openblas"].is_null()) o << "- OpenBLAS: not built\n";
   else
     o << fmt::format("- OpenBLAS: core {}, config `{}`\n", m["openblas"]["core"].get<std::string>(),

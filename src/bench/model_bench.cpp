@@ -180,6 +180,10 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   if (threads.empty()) threads.push_back(default_thread_count());
   std::vector<DType> weights = opt.weights;
   if (weights.empty()) weights.push_back(source.weights.dtype);
+  rep.chains = chains;
+  rep.chains_named = chains_named;
+  rep.threads = threads;
+  for (DType w : weights) rep.weights.push_back(std::string(dtype_name(w)));
 
   // ---- peaks and bandwidth, per thread count ----
   std::map<int, Bounds> bounds;
@@ -434,6 +438,10 @@ std::string ModelBenchReport::markdown() const {
                          "in advance, no sampling)",
                          tests.empty() ? "" : "; ", gen_tokens, gen_tokens, tg_prompt_tokens);
   s += "tests: " + tests + "\n";
+  std::string ch;
+  for (const auto& c : chains) ch += (ch.empty() ? "" : "; ") + c;
+  s += fmt::format("backends: {}{}\n", ch,
+                   chains_named ? "" : " (picked by default: every rung of the usable ladder with the tiers below it)");
   s += fmt::format("t/s: median of {} warm runs (min-max); cold: the run before them, on fresh tiers, the weight "
                    "conversion charged to the first test of each row group\n",
                    reps);
@@ -485,7 +493,8 @@ json ModelBenchReport::to_json() const {
   j["machine"] = machine;
   j["model"] = {{"description", model}, {"random_weights", random_weights}, {"parameters", parameters}};
   j["settings"] = {{"prompt_tokens", prompt_tokens}, {"gen_tokens", gen_tokens}, {"tg_prompt_tokens", tg_prompt_tokens},
-                   {"reps", reps}};
+                   {"reps", reps},           {"backends", chains},       {"backends_named", chains_named},
+                   {"threads", threads},     {"weights", weights}};
   j["formulas"] = {{"pp", pp_formula()}, {"tg", tg_formula()}};
   j["bounds"] = probe_note;
   json rs = json::array();

@@ -91,6 +91,10 @@ struct ModelBenchReport {
   int64_t parameters = 0;
   std::string probe_note;            // where peak and bandwidth came from
   int prompt_tokens = 0, gen_tokens = 0, tg_prompt_tokens = 0, reps = 0;
+  std::vector<std::string> chains;   // what was asked for (or picked by default)
+  bool chains_named = false;
+  std::vector<int> threads;
+  std::vector<std::string> weights;
   std::vector<BenchResult> results;
   std::vector<BenchSkip> skipped;
   std::vector<std::string> notes;

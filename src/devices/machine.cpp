@@ -399,7 +399,7 @@ MachineInfo machine_info() {
   if (m.base_ghz == 0 && m.max_ghz == 0) {
     if (const double mhz = std::atof(get("cpu MHz").c_str()); mhz > 0) {
       m.base_ghz = mhz / 1000.0;
-      m.ghz_source = "/proc/cpuinfo cpu MHz (no cpufreq; turbo unknown)";
+      m.ghz_source = "/proc/cpuinfo cpu MHz; no cpufreq, so max unknown";
     }
   }
 

@@ -76,6 +76,7 @@ struct DeviceReport {
   std::vector<CrossoverPoint> crossover_points;
   std::string bandwidth_detail;         // "256 MiB buffer, 2 threads, best of 5"
   std::string peak_detail;              // how the theoretical peak was computed
+  double measured_ghz = 0;              // the clock one busy core ran at (a chain of dependent adds); 0 unknown
   std::string measured_at;              // UTC time of the measurement (ISO 8601)
   std::string strand_version;
   bool quick = false;                   // measured with a tiny time budget (rough; never cached)

@@ -138,17 +138,13 @@ void measure_gemm(Backend& tier, const ProbeBudget& budget, TierPeak& tp) {
   tp.gemm_shape = shape;
 }
 
-// GEMV bandwidth: [1, K] x [K, N], the weight larger than L3.
-void measure_gemv(Backend& tier, const ProbeBudget& budget, const MachineInfo& m, TierPeak& tp) {
-  size_t bytes = budget.gemv_weight_bytes;
-  if (bytes == 0) bytes = std::max<size_t>(size_t(64) << 20, 2 * m.l3_bytes);
-  int64_t side = int64_t(std::sqrt(double(bytes) / 4.0));
-  side = std::max<int64_t>(64, side / 64 * 64);
-  MatmulBench mb(1, side, side);
+// GEMV bandwidth: [1, K] x [K, K], the weight as large as the bandwidth buffer (well beyond
+// L3, so that it streams from memory). Built once and shared by the tiers.
+void measure_gemv(Backend& tier, const ProbeBudget& budget, MatmulBench& mb, TierPeak& tp) {
   if (!mb.supported_by(tier).ok) return;
   const double t = best_time([&] { mb.run(tier); }, budget.seconds_per_measurement);
   tp.measured_bandwidth_gbs = mb.bytes / t / 1e9;
-  tp.gemv_shape = fmt::format("1x{0} · {0}x{0}", side);
+  tp.gemv_shape = fmt::format("1x{0} · {0}x{0}", mb.values[0].dim(1));
 }
 
 std::string not_built_reason(const std::string& tier) {
@@ -244,7 +240,7 @@ void measure_crossover(const std::shared_ptr<Backend>& opponent, int threads, co
   }
 }
 
-// Bytes of the cpu0 L3 and how many L3 instances the machine has (from sysfs; 1 when unknown).
+// How many L3 instances the machine has (from sysfs; 1 when unknown).
 int l3_instances(const MachineInfo& m) {
   std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list");
   std::string list;
@@ -427,6 +423,7 @@ json to_json(const DeviceReport& r) {
           {"threads", r.threads},
           {"from_cache", r.from_cache},
           {"cache_path", r.cache_path},
+          {"measured_ghz", r.measured_ghz},
           {"measured_at", r.measured_at},
           {"strand_version", r.strand_version},
           {"quick", r.quick},
@@ -469,6 +466,7 @@ DeviceReport report_from_json(const json& j) {
   r.threads = j.at("threads").get<int>();
   r.from_cache = j.value("from_cache", false);
   r.cache_path = j.value("cache_path", "");
+  r.measured_ghz = j.value("measured_ghz", 0.0);
   r.measured_at = j.value("measured_at", "");
   r.strand_version = j.value("strand_version", "");
   r.quick = j.value("quick", false);
@@ -578,8 +576,8 @@ CachedCrossover cached_blas_crossover(int threads) {
   c.path = device_cache_path();
   const json file = load_cache_file(c.path, &c.warning);
   if (file.is_null()) return c;
-  // A light machine description for the key: what machine_info() would put in it.
-  const MachineInfo m = machine_info();
+  // The key's machine fields cannot change while the process runs: read them once.
+  static const MachineInfo m = machine_info();
   const json key = device_cache_key(m, threads);
   for (const json& e : file["entries"]) {
     if (!e.is_object() || !e.contains("key") || e["key"] != key) continue;
@@ -635,6 +633,39 @@ static uint64_t sum_words(const uint64_t* p, size_t n) {
   }
   for (; i < n; ++i) s0 += p[i];
   return s0 + s1 + s2 + s3;
+}
+
+double measure_core_ghz(double seconds) {
+#if defined(__x86_64__) || defined(__aarch64__)
+  constexpr uint64_t kIters = 100000;  // x 32 dependent adds: ~1 ms at 3 GHz
+  double best = 0;
+  const auto start = Clock::now();
+  do {
+    uint64_t x = 0;
+    const uint64_t one = 1;
+    const auto t0 = Clock::now();
+    for (uint64_t i = 0; i < kIters; ++i) {
+      // Register + register (not an immediate, which some cores fold at rename): latency 1.
+#if defined(__x86_64__)
+      asm volatile(".rept 32\n\taddq %1, %0\n\t.endr" : "+r"(x) : "r"(one));
+#else
+      asm volatile(".rept 32\n\tadd %0, %0, %1\n\t.endr" : "+r"(x) : "r"(one));
+#endif
+    }
+    const double dt = seconds_since(t0);
+    if (x == kIters * 32 && dt > 0) best = std::max(best, double(kIters * 32) / dt / 1e9);
+  } while (seconds_since(start) < seconds);
+  return best > 0.2 && best < 10 ? best : 0;  // outside that range something went wrong
+#else
+  (void)seconds;
+  return 0;
+#endif
+}
+
+void apply_measured_clock(MachineInfo& m, double measured_ghz) {
+  if (m.max_ghz > 0 || measured_ghz <= 0) return;
+  m.max_ghz = measured_ghz;
+  m.ghz_source += fmt::format("{}max measured on one busy core", m.ghz_source.empty() ? "" : "; ");
 }
 
 double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs_out) {
@@ -697,7 +728,7 @@ DeviceReport probe_devices(bool refresh, int threads) { return probe_devices(ref
 
 DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget) {
   threads = threads > 0 ? threads : default_thread_count();
-  const MachineInfo m = machine_info();
+  MachineInfo m = machine_info();
   const auto all = all_backends();
   const auto opponent = crossover_opponent(all);
 
@@ -706,12 +737,15 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
     CacheLookup c = read_device_cache(m, threads);
     if (!c.warning.empty()) warnings.push_back(c.warning);
     if (c.report && cache_matches_build(*c.report, all, opponent)) {
+      apply_measured_clock(c.report->machine, c.report->measured_ghz);
       c.report->warnings = warnings;
       return *c.report;
     }
   }
 
   DeviceReport r;
+  r.measured_ghz = measure_core_ghz(std::min(0.05, budget.seconds_per_measurement));
+  apply_measured_clock(m, r.measured_ghz);
   r.machine = m;
   r.threads = threads;
   r.cache_path = device_cache_path();
@@ -724,9 +758,10 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
   r.peak_detail = ghz > 0 ? fmt::format("cores × {:.2f} GHz × {:g} FLOP/cycle ({})", ghz, fpc, fpc_why)
                           : "unknown: the clock frequency could not be read";
 
-  // Memory bandwidth, all threads.
-  size_t bw_bytes = budget.bandwidth_bytes;
-  if (bw_bytes == 0) bw_bytes = std::max<size_t>(size_t(256) << 20, 4 * m.l3_bytes * size_t(l3_instances(m)));
+  // Memory bandwidth, all threads. The buffer is 4x the machine's L3 or 256 MiB: a 2x L3
+  // buffer still reads partly from cache on some machines (victim caches, hypervisors).
+  const size_t beyond_cache = std::max<size_t>(size_t(256) << 20, 4 * m.l3_bytes * size_t(l3_instances(m)));
+  size_t bw_bytes = budget.bandwidth_bytes ? budget.bandwidth_bytes : beyond_cache;
   int runs = 0;
   r.bandwidth_gbs = measure_read_bandwidth(bw_bytes, threads, budget.seconds_per_measurement, &runs);
   r.bandwidth_detail = fmt::format("sum of a {} MiB buffer, {} thread{}, best of {}{}", bw_bytes >> 20, threads,
@@ -739,6 +774,9 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
                                    threads, pool_threads));
 
   // Every tier compiled in, then the tiers this build has no code for.
+  const size_t gemv_bytes = budget.gemv_weight_bytes ? budget.gemv_weight_bytes : beyond_cache;
+  const int64_t side = std::max<int64_t>(64, int64_t(std::sqrt(double(gemv_bytes) / 4.0)) / 64 * 64);
+  std::unique_ptr<MatmulBench> gemv;  // made when the first usable tier needs it
   for (const auto& b : all) {
     TierPeak tp;
     tp.tier = b->name();
@@ -754,7 +792,8 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
       std::shared_ptr<Backend> t =
           tp.tier == "blas" ? std::shared_ptr<Backend>(make_blas_backend(BlasOptions{BlasCrossover{0, false, "probe"}, threads})) : b;
       measure_gemm(*t, budget, tp);
-      measure_gemv(*t, budget, m, tp);
+      if (!gemv) gemv = std::make_unique<MatmulBench>(1, side, side);
+      measure_gemv(*t, budget, *gemv, tp);
     }
     r.tiers.push_back(tp);
   }

@@ -5,7 +5,7 @@
 //   memory bandwidth   every thread sums its slice of a buffer much larger than L3;
 //   tier GEMM peak     an f32 matmul on the tier, the largest square up to 1024 that fits
 //                      the time budget;
-//   tier GEMV GB/s     [1, K] · [K, N] with a weight larger than L3: bytes it must read / time;
+//   tier GEMV GB/s     [1, K] · [K, K] with a weight 4x L3 (or 256 MiB): bytes it must read / time;
 //   blas crossover     blas and the cpu tier (or the tier below blas when there is no cpu
 //                      tier) timed on GPT-2-like products, M = 1..512 rows against 768 x 768
 //                      .. 768 x 3072 and 3072 x 768; the crossover is the threshold on 2·M·N·K
@@ -35,7 +35,7 @@ struct ProbeBudget {
   double seconds_per_measurement = 0.3;  // each timing loop stops after about this long
   int64_t gemm_max_n = 1024;             // largest square GEMM timed per tier
   size_t bandwidth_bytes = 0;            // 0: max(256 MiB, 4 x L3)
-  size_t gemv_weight_bytes = 0;          // 0: max(64 MiB, 2 x L3)
+  size_t gemv_weight_bytes = 0;          // 0: max(256 MiB, 4 x L3)
   std::vector<int64_t> crossover_m = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
   std::vector<std::pair<int64_t, int64_t>> crossover_kn = {{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}};
   bool quick = false;                    // rough numbers: never written to the cache
@@ -83,6 +83,13 @@ DeviceReport report_from_json(const nlohmann::json& j);  // throws on missing/il
 // Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads summing a `bytes` buffer, best of
 // runs within `seconds`.
 double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs = nullptr);
+
+// The clock one busy core runs at, in GHz: a chain of dependent register adds (one per cycle),
+// best of runs within `seconds`. 0 where it cannot be measured (not x86-64 or aarch64).
+double measure_core_ghz(double seconds);
+// When the machine's max clock is unknown (no cpufreq, as under many hypervisors), takes the
+// measured one as max_ghz, so that theoretical peaks use the clock the cores really reach.
+void apply_measured_clock(MachineInfo& m, double measured_ghz);
 
 // Crossover from measured points: the threshold F (blas takes products with 2·M·N·K >= F) that
 // minimizes the sum over points of the chosen tier's time divided by the faster tier's time,

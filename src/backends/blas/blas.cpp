@@ -148,7 +148,10 @@ class BlasBackend final : public Backend {
         for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
       }
       if (K == 0) continue;  // C is already bias (or 0)
-      cblas::sgemm(trans_b, int(M), int(N), int(K), A.p, int(A.ld), B.p, int(B.ld), beta, C, int(ldc));
+      if (M == 1)
+        cblas::sgemv_row(trans_b, int(N), int(K), A.p, B.p, int(B.ld), beta, C);
+      else
+        cblas::sgemm(trans_b, int(M), int(N), int(K), A.p, int(A.ld), B.p, int(B.ld), beta, C, int(ldc));
     }
   }
 

@@ -22,6 +22,15 @@ inline void sgemm(bool trans_b, int M, int N, int K, const float* A, int lda, co
               C, ldc);
 }
 
+// y[N] = x[K] · op(B) + beta · y: the one-row product as a matrix-vector product (OpenBLAS's
+// sgemm packs all of B even for one row; sgemv streams it once).
+inline void sgemv_row(bool trans_b, int N, int K, const float* x, const float* B, int ldb, float beta, float* y) {
+  if (trans_b)  // B is [N, K]: y = B x
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, B, ldb, x, 1, beta, y, 1);
+  else  // B is [K, N]: y = Bᵀ x
+    cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, B, ldb, x, 1, beta, y, 1);
+}
+
 #if STRAND_BLAS_ACCELERATE
 inline const char* library_name() { return "Accelerate"; }
 inline const char* version() { return ""; }

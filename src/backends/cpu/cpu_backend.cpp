@@ -100,7 +100,7 @@ Verdict CpuBackend::supports(const Graph& g, const Node& n) const {
         return Verdict::yes(M <= 16 ? "int8 GEMV (q8 weights blocked along K)"
                                     : "q8 panels dequantized into the packed GEMM");
       const std::string wd = w == DType::F32 ? "" : fmt::format(", {} weights widened in registers", dtype_name(w));
-      if (M <= cpu::kGemvRows) return Verdict::yes(fmt::format("streaming GEMV{}{}", trans ? " (Bᵀ)" : "", wd));
+      if (M <= cpu::kGemvMaxRows) return Verdict::yes(fmt::format("streaming GEMV{}{}", trans ? " (Bᵀ)" : "", wd));
       return Verdict::yes(fmt::format("packed GEMM{}", w == DType::F32 ? "" : fmt::format(", {} widened while packing", dtype_name(w))));
     }
     case OpKind::Activation:
@@ -124,7 +124,7 @@ Verdict CpuBackend::supports(const Graph& g, const Node& n) const {
       if (!why.empty()) return Verdict::no(why);
       const int64_t T = g.value(n.inputs[0]).shape[0];
       return Verdict::yes(fmt::format("fused {} attention ({})", isa_words(k_),
-                                      T <= cpu::kGemvRows ? "decode: heads x queries" : "prefill: heads x query blocks"));
+                                      T <= cpu::kAttnDecodeMaxQueries ? "decode: heads x queries" : "prefill: heads x query blocks"));
     }
     case OpKind::kCount: break;
   }
@@ -349,7 +349,7 @@ void CpuBackend::exec(const Node& nd, std::vector<Tensor>& values) {
       a.past = at.past;
       a.scale = float(1.0 / std::sqrt(double(a.D)));
       if (a.T == 0) break;
-      const bool decode = a.T <= cpu::kGemvRows;
+      const bool decode = a.T <= cpu::kAttnDecodeMaxQueries;
       const int64_t units = decode ? cpu::attn_decode_units(a) : cpu::attn_prefill_units(a);
       const size_t need = size_t(cpu::attn_scratch_floats(a));
       if (attn_scratch_.size() < size_t(pool->size())) attn_scratch_.resize(size_t(pool->size()));

@@ -47,8 +47,9 @@ struct AttnArgs {
   float scale = 1;  // 1 / sqrt(D)
 };
 // Prefill work is cut into units of (head, block of kAttnQueryBlock queries), head-major;
-// decode work (few queries) into units of (head, query).
+// decode work (at most kAttnDecodeMaxQueries queries) into units of (head, query).
 constexpr int64_t kAttnQueryBlock = 32;
+constexpr int64_t kAttnDecodeMaxQueries = 4;
 inline int64_t attn_prefill_units(const AttnArgs& a) { return a.H * ((a.T + kAttnQueryBlock - 1) / kAttnQueryBlock); }
 inline int64_t attn_decode_units(const AttnArgs& a) { return a.H * a.T; }
 // Scratch floats one thread needs for a unit (either kind), 64-byte multiples.

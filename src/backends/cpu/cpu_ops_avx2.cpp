@@ -241,29 +241,25 @@ inline __m256 ldw_n(const void* base, int64_t i, int64_t n) {
   return n >= 8 ? ldw<W>(base, i) : ldw_tail<W>(base, i, n);
 }
 
-template <int W>
+template <int W, int U>
 void gemv_kn_t(const GemvArgs& a, int64_t n0, int64_t n1) {
   const int64_t K = a.K, M = a.M;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t c = n0; c < n1; c += 8) stm(a.y + m * a.ldy + c, n1 - c, _mm256_setzero_ps());
   auto row = [&](int64_t k) { return static_cast<const char*>(a.B) + (k * a.ldb) * (W == kF32 ? 4 : 2); };
   int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const void* r0 = row(k);
-    const void* r1 = row(k + 1);
-    const void* r2 = row(k + 2);
-    const void* r3 = row(k + 3);
+  for (; k + U <= K; k += U) {
+    const void* r[U];
+    for (int u = 0; u < U; ++u) r[u] = row(k + u);
     for (int64_t c = n0; c < n1; c += 8) {
       const int64_t nn = n1 - c;
-      const __m256 w0 = ldw_n<W>(r0, c, nn), w1 = ldw_n<W>(r1, c, nn), w2 = ldw_n<W>(r2, c, nn), w3 = ldw_n<W>(r3, c, nn);
+      __m256 w[U];
+      for (int u = 0; u < U; ++u) w[u] = ldw_n<W>(r[u], c, nn);
       for (int64_t m = 0; m < M; ++m) {
         const float* xm = a.x + m * a.ldx + k;
         float* y = a.y + m * a.ldy + c;
         __m256 acc = ldm(y, nn);
-        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(xm), w0, acc);
-        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(xm + 1), w1, acc);
-        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(xm + 2), w2, acc);
-        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(xm + 3), w3, acc);
+        for (int u = 0; u < U; ++u) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(xm + u), w[u], acc);
         stm(y, nn, acc);
       }
     }
@@ -287,26 +283,34 @@ void gemv_kn_t(const GemvArgs& a, int64_t n0, int64_t n1) {
       }
 }
 
+// Rows of B in flight per pass: more concurrent streams for one row of x (see the AVX-512 file).
+template <int W>
+void gemv_kn_w(const GemvArgs& a, int64_t n0, int64_t n1) {
+  if (a.M == 1) gemv_kn_t<W, 8>(a, n0, n1);
+  else gemv_kn_t<W, 4>(a, n0, n1);
+}
+
 void v_gemv_kn(const GemvArgs& a, int64_t n0, int64_t n1) {
-  if (a.b_dtype == DType::F16) gemv_kn_t<kF16>(a, n0, n1);
-  else if (a.b_dtype == DType::BF16) gemv_kn_t<kBF16>(a, n0, n1);
-  else gemv_kn_t<kF32>(a, n0, n1);
+  if (a.b_dtype == DType::F16) gemv_kn_w<kF16>(a, n0, n1);
+  else if (a.b_dtype == DType::BF16) gemv_kn_w<kBF16>(a, n0, n1);
+  else gemv_kn_w<kF32>(a, n0, n1);
 }
 
 // ---- GEMV, B as [N, K] lines ---------------------------------------------------------------
 
 template <int M, int R>
-inline void store_dots(const GemvArgs& a, int64_t n, __m256 (&acc)[R][M]) {
+inline void store_dots(const GemvArgs& a, int64_t n, __m256 (&acc)[R][M], int64_t step) {
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < M; ++m) a.y[m * a.ldy + n + r] = hsum(acc[r][m]) + (a.bias ? a.bias[n + r] : 0.0f);
+    for (int m = 0; m < M; ++m)
+      a.y[m * a.ldy + n + r * step] = hsum(acc[r][m]) + (a.bias ? a.bias[n + r * step] : 0.0f);
 }
 
 template <int W, int M, int R>
-void dot_lines(const GemvArgs& a, int64_t n) {
+void dot_lines(const GemvArgs& a, int64_t n, int64_t step) {
   const int64_t K = a.K;
   const int bytes = W == kF32 ? 4 : 2;
   const void* line[R];
-  for (int r = 0; r < R; ++r) line[r] = static_cast<const char*>(a.B) + (n + r) * a.ldb * bytes;
+  for (int r = 0; r < R; ++r) line[r] = static_cast<const char*>(a.B) + (n + r * step) * a.ldb * bytes;
   __m256 acc[R][M];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < M; ++m) acc[r][m] = _mm256_setzero_ps();
@@ -319,17 +323,17 @@ void dot_lines(const GemvArgs& a, int64_t n) {
       for (int m = 0; m < M; ++m) acc[r][m] = _mm256_fmadd_ps(w, xv[m], acc[r][m]);
     }
   }
-  store_dots<M, R>(a, n, acc);
+  store_dots<M, R>(a, n, acc, step);
 }
 
 template <int M, int R>
-void dot_lines_q8(const GemvArgs& a, int64_t n) {
+void dot_lines_q8(const GemvArgs& a, int64_t n, int64_t step) {
   const int64_t K = a.K, nb = (K + kBlk - 1) / kBlk;
   const int8_t* line[R];
   const float* sc[R];
   for (int r = 0; r < R; ++r) {
-    line[r] = static_cast<const int8_t*>(a.B) + (n + r) * a.ldb;
-    sc[r] = a.scales + (n + r) * nb;
+    line[r] = static_cast<const int8_t*>(a.B) + (n + r * step) * a.ldb;
+    sc[r] = a.scales + (n + r * step) * nb;
   }
   __m256 acc[R][M];
   for (int r = 0; r < R; ++r)
@@ -353,19 +357,31 @@ void dot_lines_q8(const GemvArgs& a, int64_t n) {
       }
     }
   }
-  store_dots<M, R>(a, n, acc);
+  store_dots<M, R>(a, n, acc, step);
 }
 
+// One row of x: four lines from the four quarters of the range at once (four streams far
+// apart); several rows: adjacent lines, x read once per pass.
 template <int W, int M>
 void gemv_nk_t(const GemvArgs& a, int64_t n0, int64_t n1) {
   constexpr int R = M <= 2 ? 4 : 2;
+  const int64_t q = M == 1 ? (n1 - n0) / R : 1;
   int64_t n = n0;
-  if constexpr (W < 0) {
-    for (; n + R <= n1; n += R) dot_lines_q8<M, R>(a, n);
-    for (; n < n1; ++n) dot_lines_q8<M, 1>(a, n);
+  if (M == 1) {
+    for (int64_t i = 0; i < q; ++i) {
+      if constexpr (W < 0) dot_lines_q8<M, R>(a, n0 + i, q);
+      else dot_lines<W, M, R>(a, n0 + i, q);
+    }
+    n = n0 + R * q;
   } else {
-    for (; n + R <= n1; n += R) dot_lines<W, M, R>(a, n);
-    for (; n < n1; ++n) dot_lines<W, M, 1>(a, n);
+    for (; n + R <= n1; n += R) {
+      if constexpr (W < 0) dot_lines_q8<M, R>(a, n, 1);
+      else dot_lines<W, M, R>(a, n, 1);
+    }
+  }
+  for (; n < n1; ++n) {
+    if constexpr (W < 0) dot_lines_q8<M, 1>(a, n, 1);
+    else dot_lines<W, M, 1>(a, n, 1);
   }
 }
 

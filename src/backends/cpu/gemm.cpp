@@ -350,24 +350,23 @@ struct Split {
 Split choose_split(const GemmArgs& g, const GemmKernels& kr, int64_t MC, int threads) {
   Split best;
   double best_cost = -1;
-  for (int tn = 1; tn <= threads; ++tn) {
-    if (threads % tn) continue;
-    const int tm = threads / tn;
-    const int64_t rows = round_up(ceil_div(g.M, tm), kr.mr);
-    const int64_t cols = round_up(ceil_div(g.N, tn), kr.nr);
-    if (ceil_div(g.M, kr.mr) < tm || ceil_div(g.N, kr.nr) < tn) continue;  // idle threads
-    // In units of one multiply-add lane: a packed element costs about as much as 16 (B: read
-    // from memory, widened, written) or 8 (A) of them.
-    const double k = double(g.K);
-    const double compute = double(rows) * double(cols) * k;
-    const double pack_b = 16.0 * double(cols) * k * double(ceil_div(rows, MC));  // once per MC rows
-    const double pack_a = 8.0 * double(rows) * k;
-    const double cost = compute + pack_b + pack_a;
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best = {tm, tn};
+  for (int tm = 1; tm <= threads; ++tm)
+    for (int tn = 1; tm * tn <= threads; ++tn) {
+      if (g.M < tm || ceil_div(g.N, kr.nr) < tn) continue;  // a thread would get nothing
+      const int64_t rows = round_up(ceil_div(g.M, tm), kr.mr);
+      const int64_t cols = round_up(ceil_div(g.N, tn), kr.nr);
+      // In units of one multiply-add lane: a packed element costs about as much as 16 (B: read
+      // from memory, widened, written) or 8 (A) of them.
+      const double k = double(g.K);
+      const double compute = double(rows) * double(cols) * k;
+      const double pack_b = 16.0 * double(cols) * k * double(ceil_div(rows, MC));  // once per MC rows
+      const double pack_a = 8.0 * double(rows) * k;
+      const double cost = compute + pack_b + pack_a;
+      if (best_cost < 0 || cost < best_cost * 0.999) {  // a real gain, not a tie, to use more threads
+        best_cost = cost;
+        best = {tm, tn};
+      }
     }
-  }
   return best;
 }
 
@@ -376,8 +375,9 @@ void run_packed(const GemmArgs& g, const GemmKernels& kr, const GemmOptions& opt
   const int64_t KC = opt.kc > 0 ? opt.kc : kr.kc;
   const int64_t NC = opt.nc > 0 ? round_up(opt.nc, kr.nr) : kr.nc;
   int threads = pool ? pool->size() : 1;
-  // Below ~0.3 MFLOP a wake-up costs more than it saves.
-  if (double(g.M) * double(g.N) * double(g.K) < 160e3) threads = 1;
+  // Below ~2 MFLOP (about 20 us on one core) waking the workers costs about as much as it saves.
+  const double min_work = opt.min_parallel_work < 0 ? 1e6 : opt.min_parallel_work;
+  if (double(g.M) * double(g.N) * double(g.K) < min_work) threads = 1;
   const Split s = threads > 1 ? choose_split(g, kr, MC, threads) : Split{};
   if (s.tm * s.tn == 1) {
     packed_range(g, kr, MC, KC, NC, 0, g.M, 0, g.N);
@@ -394,12 +394,16 @@ void run_packed(const GemmArgs& g, const GemmKernels& kr, const GemmOptions& opt
   });
 }
 
-void run_gemv(const GemmArgs& g, const GemmKernels& kr, ThreadPool* pool) {
+void run_gemv(const GemmArgs& g, const GemmKernels& kr, const GemmOptions& opt, ThreadPool* pool) {
   int threads = pool ? pool->size() : 1;
-  // Each thread gets at least 64 columns and ~64 KiB of B, or the wake-up is not worth it.
-  const double bbytes = double(g.N) * double(g.K) * double(dtype_size(g.b_dtype));
-  threads = int(std::min<int64_t>({int64_t(threads), std::max<int64_t>(1, g.N / 64),
-                                   std::max<int64_t>(1, int64_t(bbytes / 65536.0))}));
+  if (opt.min_parallel_work == 0) {
+    threads = int(std::min<int64_t>(threads, ceil_div(g.N, 16)));  // tests: split whatever the size
+  } else {
+    // Each thread gets at least 64 columns and ~64 KiB of B, or the wake-up is not worth it.
+    const double bbytes = double(g.N) * double(g.K) * double(dtype_size(g.b_dtype));
+    threads = int(std::min<int64_t>({int64_t(threads), std::max<int64_t>(1, g.N / 64),
+                                     std::max<int64_t>(1, int64_t(bbytes / 65536.0))}));
+  }
   if (threads <= 1) {
     kr.gemv(g, 0, g.N);
     return;
@@ -471,7 +475,7 @@ void gemm(const GemmArgs& g, ThreadPool* pool, const GemmOptions& opt) {
       s.M = std::min(kGemvMaxRows, g.M - r);
       s.A = g.A + r * g.lda;
       s.C = g.C + r * g.ldc;
-      run_gemv(s, kr, pool);
+      run_gemv(s, kr, opt, pool);
     }
   } else {
     run_packed(g, kr, opt, pool);

@@ -53,6 +53,9 @@ struct GemmOptions {
   GemmIsa isa = GemmIsa::Auto;    // Auto: the best this CPU runs (see gemm_best_isa)
   GemmPath path = GemmPath::Auto;  // Auto: Gemv when M <= kGemvMaxRows, else Packed
   int64_t mc = 0, kc = 0, nc = 0;  // block sizes of the packed path; 0: the ISA's defaults
+  // Work (M*N*K) below which one thread does everything; < 0: the default (about 1e6, where a
+  // wake-up of the workers starts to pay). 0 always splits (tests of the threaded paths).
+  double min_parallel_work = -1;
 };
 
 // Rows up to which the GEMV path is taken (it handles at most this many rows at once).

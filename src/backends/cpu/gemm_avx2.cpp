@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "backends/cpu/gemm.h"
 
@@ -155,35 +156,47 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// B [K, N]: columns [j0, j0 + 8V) (all present).
-template <DType D, int M, int V>
-inline void gemv_nt_block(const GemmArgs& g, int64_t j0) {
-  __m256 acc[M][V];
-  for (int m = 0; m < M; ++m)
-    for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < g.K; ++k) {
-    __m256 b[V];
-    for (int v = 0; v < V; ++v) b[v] = load8<D>(g.B, k * g.ldb + j0 + 8 * v);
-    for (int m = 0; m < M; ++m) {
-      const __m256 a = _mm256_broadcast_ss(g.A + m * g.lda + k);
-      for (int v = 0; v < V; ++v) acc[m][v] = _mm256_fmadd_ps(a, b[v], acc[m][v]);
-    }
-  }
-  for (int v = 0; v < V; ++v) {
-    const __m256 bias = g.bias ? _mm256_loadu_ps(g.bias + j0 + 8 * v) : _mm256_setzero_ps();
-    for (int m = 0; m < M; ++m) _mm256_storeu_ps(g.C + m * g.ldc + j0 + 8 * v, _mm256_add_ps(acc[m][v], bias));
-  }
-}
-
+// B [K, N]: C[0..M, n0..n1), B read in long unit-stride runs over 4 rows at a time with the
+// partial sums of C in L1 (as in the AVX-512 file). Columns past the last multiple of 8 go to
+// the portable code.
 template <DType D, int M>
 void gemv_nt(const GemmArgs& g, int64_t n0, int64_t n1) {
-  constexpr int V = M <= 2 ? 4 : M <= 4 ? 3 : 2;
-  int64_t j = n0;
-  for (; j + 8 * V <= n1; j += 8 * V) gemv_nt_block<D, M, V>(g, j);
-  for (; j + 8 <= n1; j += 8) gemv_nt_block<D, M, 1>(g, j);
-  if (j < n1) {
-    gemv_generic(g, j, n1);  // the last < 8 columns: the portable code
+  constexpr int64_t W = 4096 / M / 8 * 8;  // columns per chunk: M * W floats = 16 KiB
+  constexpr int KU = 4;
+  alignas(32) float acc[M * W];
+  const int64_t n8 = n0 + (n1 - n0) / 8 * 8;
+  for (int64_t j0 = n0; j0 < n8; j0 += W) {
+    const int64_t w = std::min(W, n8 - j0);
+    std::memset(acc, 0, sizeof(float) * size_t(M * W));
+    int64_t k = 0;
+    for (; k + KU <= g.K; k += KU) {
+      const int64_t row = k * g.ldb + j0;
+      for (int64_t j = 0; j < w; j += 8) {
+        __m256 b[KU];
+        for (int u = 0; u < KU; ++u) b[u] = load8<D>(g.B, row + u * g.ldb + j);
+        for (int m = 0; m < M; ++m) {
+          __m256 c = _mm256_load_ps(acc + m * W + j);
+          for (int u = 0; u < KU; ++u) c = _mm256_fmadd_ps(_mm256_broadcast_ss(g.A + m * g.lda + k + u), b[u], c);
+          _mm256_store_ps(acc + m * W + j, c);
+        }
+      }
+    }
+    for (; k < g.K; ++k) {
+      const int64_t row = k * g.ldb + j0;
+      for (int64_t j = 0; j < w; j += 8) {
+        const __m256 b = load8<D>(g.B, row + j);
+        for (int m = 0; m < M; ++m)
+          _mm256_store_ps(acc + m * W + j, _mm256_fmadd_ps(_mm256_broadcast_ss(g.A + m * g.lda + k), b,
+                                                           _mm256_load_ps(acc + m * W + j)));
+      }
+    }
+    for (int64_t j = 0; j < w; j += 8) {
+      const __m256 bias = g.bias ? _mm256_loadu_ps(g.bias + j0 + j) : _mm256_setzero_ps();
+      for (int m = 0; m < M; ++m)
+        _mm256_storeu_ps(g.C + m * g.ldc + j0 + j, _mm256_add_ps(_mm256_load_ps(acc + m * W + j), bias));
+    }
   }
+  if (n8 < n1) gemv_generic(g, n8, n1);
 }
 
 template <DType D, int M, int NB>

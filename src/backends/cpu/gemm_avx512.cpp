@@ -5,8 +5,9 @@
 //
 // Micro-kernel: a 14 x 32 tile of C in 28 zmm registers. Each step of k loads two vectors of
 // packed B (32 columns), broadcasts 14 scalars of packed A, and issues 28 FMAs: 16 loads for
-// 28 FMAs, and 28 independent accumulators hide the 4-cycle FMA latency even at two FMAs per
-// cycle. Edge tiles: m < 14 uses a smaller instantiation of the same template (no wasted
+// 28 FMAs, and 28 independent accumulators hide the 4-cycle FMA latency with room to spare
+// (Zen 4 retires one 512-bit FMA per cycle, as two 256-bit halves; Intel server cores two,
+// which needs at least 8 chains). Edge tiles: m < 14 uses a smaller instantiation of the same template (no wasted
 // FMAs); n < 32 computes on the zero-padded panel and stores through a mask.
 //
 // Packing: f16 is widened with vcvtph2ps, bf16 by zero-extending to 32 bits and shifting left
@@ -16,6 +17,7 @@
 // GEMV (M <= 8): B streamed once. For B [K, N] the rows of B are swept in long unit-stride runs
 // with the partial sums of C in L1; for trans_b (B [N, K]) NB rows of B are dotted with the M
 // rows of A at once, the sums in registers.
+
 // GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"

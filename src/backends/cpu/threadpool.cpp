@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -152,6 +153,7 @@ ThreadPool::~ThreadPool() {
 int ThreadPool::size() const { return impl_->n; }
 
 void ThreadPool::resize(int n_threads) {
+  if (tls_in_run) throw std::logic_error("ThreadPool::resize called from inside a run");
   const int n = n_threads > 0 ? std::min(n_threads, kMaxThreads) : default_threads();
   std::lock_guard<std::mutex> lk(impl_->run_mu);
   if (n == impl_->n) return;
