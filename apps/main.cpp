@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "backends/cpu/threadpool.h"
 #include "backends/registry.h"
 #include "core/error.h"
 #include "model/generate.h"
@@ -68,6 +69,10 @@ struct RunArgs {
     c->add_option("--backend", backend, "tier chain, fastest first, e.g. 'naive' (default: every usable tier)");
     c->add_option("--weights", weights, "convert the weight matrices after loading: f32, f16, bf16 or int8 (default: as stored)")
         ->check(CLI::IsMember({"f32", "f16", "bf16", "int8"}));
+    c->add_option_function<int>(
+         "--threads", [](const int& n) { cpu::ThreadPool::set_global_threads(n); },
+         "threads of the cpu tier (default: STRAND_THREADS or every hardware thread)")
+        ->check(CLI::Range(1, 1024));
     c->add_flag("--no-fallback", no_fallback, "make any fallback to a later tier an error");
     c->add_flag("--explain", explain, "print where every node ran and why (on stderr)");
     c->add_flag("--json", json, "print exactly one JSON value on stdout");

@@ -71,6 +71,27 @@ std::string fmt_num(double v, int prec = 2) {
 
 json jnum(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
+// Puts STRAND_THREADS and the cpu tier's pool back as they were when it goes away.
+class ThreadsRestore {
+ public:
+  ThreadsRestore() {
+    const char* env = std::getenv("STRAND_THREADS");
+    had_ = env != nullptr;
+    if (had_) before_ = env;
+  }
+  ~ThreadsRestore() {
+    if (had_)
+      ::setenv("STRAND_THREADS", before_.c_str(), 1);
+    else
+      ::unsetenv("STRAND_THREADS");
+    cpu::ThreadPool::set_global_threads(0);
+  }
+
+ private:
+  bool had_ = false;
+  std::string before_;
+};
+
 // What the probe knows at one thread count.
 struct Bounds {
   std::map<std::string, TierPeak> tiers;
@@ -186,6 +207,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   for (DType w : weights) rep.weights.push_back(std::string(dtype_name(w)));
 
   // ---- peaks and bandwidth, per thread count ----
+  const ThreadsRestore restore;
   std::map<int, Bounds> bounds;
   const MachineInfo machine = machine_info();
   for (int t : threads) {
@@ -196,10 +218,12 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
       continue;
     }
     progress(fmt::format("probing peaks and memory bandwidth at {} thread(s)", t));
+    set_threads(t);  // the tiers the probe makes take this count
     const DeviceReport dr = opt.probe == ModelBenchOptions::Probe::Quick
                                 ? probe_devices(false, t, quick_probe_budget())
                                 : probe_devices(false, t);
-    for (const auto& tp : dr.tiers) b.tiers[tp.tier] = tp;
+    for (const auto& tp : dr.tiers)
+      if (tp.threads == t || tp.threads == 1) b.tiers[tp.tier] = tp;  // a single-threaded tier's peak holds at any count
     b.bandwidth_gbs = dr.bandwidth_gbs;
     b.note = fmt::format("{} thread(s): memory read bandwidth {:.1f} GB/s ({}{})", t, dr.bandwidth_gbs,
                          dr.quick ? "quick probe, rough" : dr.from_cache ? "cached: " + display_path(dr.cache_path)
@@ -207,10 +231,6 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
                          dr.bandwidth_detail.empty() ? "" : "; " + dr.bandwidth_detail);
   }
   for (const auto& [t, b] : bounds) rep.probe_note += (rep.probe_note.empty() ? "" : "; ") + b.note;
-
-  const char* env = std::getenv("STRAND_THREADS");
-  const bool had_env = env != nullptr;
-  const std::string env_before = env ? env : "";
 
   // ---- token ids, fixed in advance ----
   Rng rng(opt.seed ^ 0x2545f4914f6cdd1dull);
@@ -401,12 +421,6 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
       }
     }
   }
-  // Back to how the process started.
-  if (had_env)
-    ::setenv("STRAND_THREADS", env_before.c_str(), 1);
-  else
-    ::unsetenv("STRAND_THREADS");
-  cpu::ThreadPool::set_global_threads(0);
   return rep;
 }
 

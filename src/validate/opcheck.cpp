@@ -280,6 +280,19 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
   double scale = 0;
   for (int64_t i = 0; i < n; ++i)
     if (std::isfinite(r[i])) scale = std::max(scale, std::abs(r[i]));
+  // For a product an output can be much smaller than the terms summed into it (cancellation),
+  // and rounding scales with the terms: measure against max_ij sum_k |a_ik| |b_kj| (+ |bias|),
+  // the reference run on the inputs' absolute values.
+  if (c.op == OpKind::MatMul || c.op == OpKind::Linear) {
+    std::vector<Tensor> abs_in;
+    for (const Tensor& t : iref) {
+      Tensor x = t.to(DType::F64);
+      for (int64_t i = 0; i < x.numel(); ++i) x.ptr<double>()[i] = std::abs(x.ptr<double>()[i]);
+      abs_in.push_back(x);
+    }
+    const Tensor mag = run_graph(gref, abs_in, make_reference_backend());
+    for (int64_t i = 0; i < mag.numel(); ++i) scale = std::max(scale, mag.ptr<const double>()[i]);
+  }
   if (scale == 0) scale = 1;
   auto error = [&](const Tensor& t, bool* unwritten) {
     double e = 0;

@@ -20,6 +20,8 @@
 namespace strand::cpu {
 
 // y[M, n0:n1] = x[M, K] · B (+ bias) for small M (at most kGemvRows): streams B once.
+// (The cpu tier sends f32/f16/bf16 products with more rows to cpu::gemm; q8 products with up
+// to 16 rows come here four rows at a time, see quant.h.)
 struct GemvArgs {
   int64_t M = 0, K = 0, N = 0;
   const float* x = nullptr;
@@ -35,7 +37,7 @@ struct GemvArgs {
   int64_t ldy = 0;
   const float* bias = nullptr;  // optional, [N]
 };
-constexpr int64_t kGemvRows = 4;
+constexpr int64_t kGemvRows = 4;  // rows of x one call takes
 
 // Causal multi-head attention, q [T, C], k and v [past + T, C] (row stride C), out [T, C].
 struct AttnArgs {
