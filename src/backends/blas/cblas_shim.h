@@ -5,7 +5,9 @@
 // Accelerate framework); the rest of the tier does not change.
 #pragma once
 
+#ifndef STRAND_BLAS_ACCELERATE  // CMake defines it to 1 on Apple builds without OpenBLAS
 #define STRAND_BLAS_ACCELERATE 0
+#endif
 
 #if STRAND_BLAS_ACCELERATE
 #include <Accelerate/Accelerate.h>
