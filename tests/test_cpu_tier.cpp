@@ -7,6 +7,8 @@
 //   strand_tests --gtest_also_run_disabled_tests --gtest_filter='CpuBench*'
 #include <gtest/gtest.h>
 
+#include "logit_error.h"
+
 #include <chrono>
 #include <ctime>
 #include <cmath>
@@ -31,6 +33,7 @@
 #include "validate/opcheck.h"
 
 using namespace strand;
+using strand::test::rel_error;
 using json = nlohmann::json;
 
 namespace {
@@ -373,27 +376,6 @@ const json& golden() {
     return json::parse(f);
   }();
   return g;
-}
-
-double rel_error(const Tensor& logits, const json& rows) {
-  double err = 0, scale = 0;
-  const int64_t V = logits.dim(1);
-  for (size_t t = 0; t < rows.size(); ++t)
-    for (int64_t j = 0; j < V; ++j) {
-      const double g = rows[t][size_t(j)].get<double>();
-      scale = std::max(scale, std::abs(g));
-      err = std::max(err, std::abs(load_as_double(logits, int64_t(t) * V + j) - g));
-    }
-  return err / scale;
-}
-
-double rel_error(const Tensor& a, const Tensor& b) {
-  double err = 0, scale = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    scale = std::max(scale, std::abs(load_as_double(b, i)));
-    err = std::max(err, std::abs(load_as_double(a, i) - load_as_double(b, i)));
-  }
-  return err / scale;
 }
 
 Tensor logits_of(const Gpt2Model& m, const std::shared_ptr<Backend>& tier, const std::vector<int32_t>& ids) {

@@ -3,6 +3,8 @@
 // perplexity against the golden sliding-window rule.
 #include <gtest/gtest.h>
 
+#include "logit_error.h"
+
 #include <cmath>
 #include <fstream>
 
@@ -15,6 +17,7 @@
 #include "model/gpt2.h"
 
 using namespace strand;
+using strand::test::rel_error;
 using json = nlohmann::json;
 
 namespace {
@@ -31,28 +34,6 @@ const json& golden() {
 
 std::shared_ptr<Backend> naive() { return make_naive_backend(); }
 std::shared_ptr<Backend> ref() { return make_reference_backend(); }
-
-// max |a - b| / max |b| over a [T, V] logits tensor against golden rows.
-double rel_error(const Tensor& logits, const json& rows) {
-  double err = 0, scale = 0;
-  const int64_t V = logits.dim(1);
-  for (size_t t = 0; t < rows.size(); ++t)
-    for (int64_t j = 0; j < V; ++j) {
-      const double g = rows[t][size_t(j)].get<double>();
-      scale = std::max(scale, std::abs(g));
-      err = std::max(err, std::abs(load_as_double(logits, int64_t(t) * V + j) - g));
-    }
-  return err / scale;
-}
-
-double rel_error(const Tensor& a, const Tensor& b) {
-  double err = 0, scale = 0;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    scale = std::max(scale, std::abs(load_as_double(b, i)));
-    err = std::max(err, std::abs(load_as_double(a, i) - load_as_double(b, i)));
-  }
-  return err / scale;
-}
 
 class GoldenModel : public testing::TestWithParam<std::string> {};
 
