@@ -99,10 +99,12 @@ struct GenArgs {
   SamplerConfig sampler() const { return {temp, top_k, top_p, seed}; }
 };
 
-// Loads a model directory and, with --weights, converts its matrices.
+// Loads a model directory and stores its matrices the way strand runs them: column-major
+// (weight_cast.h), converted to --weights' dtype when given.
 Gpt2Model load_model(const std::string& dir, const RunArgs& ra) {
   Gpt2Model m = Gpt2Model::load(dir);
-  if (!ra.weights.empty()) m.weights = cast_gpt2_weights(m.weights, parse_weight_dtype(ra.weights));
+  const DType to = ra.weights.empty() ? m.weights.dtype : parse_weight_dtype(ra.weights);
+  m.weights = cast_gpt2_weights(m.weights, to, MatrixLayout::ColMajor);
   return m;
 }
 

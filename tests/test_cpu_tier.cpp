@@ -13,6 +13,7 @@
 #include <ctime>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <limits>
 
@@ -182,6 +183,44 @@ TEST(CpuTier, MatMulEveryWeightDtypeEveryPath) {
                         seed);
           }
     }
+}
+
+TEST(CpuTier, ColumnMajorWeightsEveryDtypeEveryPath) {
+  // Weights stored column-major (how strand runs models): the GEMV (streaming lines), the
+  // packed GEMM (reading them as Bᵀ) and, for a matmul with trans_b, the other way round.
+  const DType wdt[] = {DType::F32, DType::F16, DType::BF16};
+  const int64_t Ms[] = {1, 3, 4, 9, 40};
+  const int64_t KN[][2] = {{1, 1}, {17, 33}, {64, 65}, {100, 31}, {769, 300}};
+  for (uint64_t seed : seeds())
+    for (const auto& tier : tiers_for(seed)) {
+      SCOPED_TRACE(tier->probe().reason);
+      uint64_t s = seed * 104729;
+      for (DType w : wdt)
+        for (int64_t M : Ms)
+          for (const auto& kn : KN) {
+            const int64_t K = kn[0], N = kn[1];
+            OpCase lin = make_case(OpKind::Linear, {{M, K}, {K, N}, {N}}, {DType::F32, w, DType::F32}, {});
+            lin.col_major_weight = true;
+            expect_pass(check_op(lin, tier, ++s), seed);
+            Attrs tb;
+            tb.trans_b = true;
+            OpCase mm = make_case(OpKind::MatMul, {{M, K}, {N, K}}, {DType::F32, w}, tb);
+            mm.col_major_weight = true;
+            expect_pass(check_op(mm, tier, ++s), seed);
+          }
+    }
+}
+
+TEST(CpuTier, RowMajorDecodeWeightSplitAlongK) {
+  // A one-row product against a [K, N] weight large enough that the threads split K (each
+  // reads a contiguous block of rows) and add their partial sums: odd K so the halves differ.
+  for (uint64_t seed : seeds())
+    for (DType w : {DType::F32, DType::F16, DType::BF16})
+      for (int64_t M : {1, 2, 4}) {
+        expect_pass(check_op(make_case(OpKind::Linear, {{M, 1001}, {1001, 515}, {515}}, {DType::F32, w, DType::F32}, {}),
+                             cpu_tier(), seed * 31 + uint64_t(M)),
+                    seed);
+      }
 }
 
 TEST(CpuTier, Q8TransposedWeightBlockedAlongK) {
@@ -498,6 +537,44 @@ TEST(CpuModel, CastWeightsRunOnEveryTier) {
   EXPECT_THROW(cast_gpt2_weights(model.weights, DType::I32), Error);
   EXPECT_EQ(parse_weight_dtype("int8"), DType::Q8);
   EXPECT_THROW(parse_weight_dtype("int4"), Error);
+}
+
+TEST(CpuModel, ColumnMajorMatricesGiveTheSameModel) {
+  // The layout strand runs models in: the same logical tensors, stored as lines. The naive
+  // tier sums in the same order either way (bit-identical logits); the cpu and blas tiers take
+  // other kernels and stay within 2x naive of the reference; greedy tokens agree.
+  const Gpt2Model model = Gpt2Model::load(kFixtures + "tiny-f32");
+  const auto ids = golden()["models"]["tiny-f32"]["cases"][2]["ids"].get<std::vector<int32_t>>();
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Gpt2Model rm = model, cm = model;
+    rm.weights = cast_gpt2_weights(model.weights, dt);
+    cm.weights = cast_gpt2_weights(model.weights, dt, MatrixLayout::ColMajor);
+    for (const Tensor* t : {&cm.weights.layers[0].attn_w, &cm.weights.layers[0].attn_proj_w, &cm.weights.layers[1].fc_w,
+                            &cm.weights.layers[1].fc_proj_w}) {
+      EXPECT_TRUE(t->col_major());
+      EXPECT_FALSE(t->contiguous());
+      EXPECT_EQ(t->dtype, dt);
+    }
+    EXPECT_EQ(cm.weights.layers[0].attn_w.shape, model.weights.layers[0].attn_w.shape);
+    const Tensor nr = logits_of(rm, naive(), ids), nc = logits_of(cm, naive(), ids);
+    ASSERT_EQ(nr.numel(), nc.numel());
+    EXPECT_EQ(0, std::memcmp(nr.data, nc.data, nr.nbytes()));
+    const Tensor r64 = logits_of(cm, ref(), ids);
+    EXPECT_LT(rel_error(logits_of(rm, ref(), ids), r64), 1e-12);
+    const double en = rel_error(nc, r64);
+    EXPECT_LE(rel_error(logits_of(cm, cpu_tier(), ids), r64), 2 * en + kFloor);
+    EXPECT_EQ(greedy(cm, {cpu_tier()}, 8), greedy(rm, {naive()}, 8));
+    // Converting a column-major model again keeps it column-major and the values.
+    const Gpt2Weights again = cast_gpt2_weights(cm.weights, DType::F32, MatrixLayout::ColMajor);
+    EXPECT_TRUE(again.layers[0].fc_w.col_major());
+    EXPECT_EQ(0, std::memcmp(again.layers[0].fc_w.to(DType::F32).data, rm.weights.layers[0].fc_w.to(DType::F32).data,
+                             size_t(rm.weights.layers[0].fc_w.numel()) * 4));
+  }
+  // q8 matrices are lines already: the layout changes nothing.
+  const Gpt2Weights q = cast_gpt2_weights(model.weights, DType::Q8, MatrixLayout::ColMajor);
+  EXPECT_EQ(q.layers[0].fc_w.dtype, DType::Q8);
+  EXPECT_EQ(q.layers[0].fc_w.q8_axis(), 0);
 }
 
 TEST(CpuModel, Q8WeightsEndToEnd) {

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "backends/naive/naive.h"
 #include "core/error.h"
@@ -189,4 +191,60 @@ TEST(Dtype, HalfConversionsRoundToNearestEven) {
     if (std::isnan(f)) continue;
     ASSERT_EQ(f32_to_f16(f), h) << std::hex << h;
   }
+}
+
+TEST(Tensor, ColumnMajorCopiesKeepTheValues) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  Rng rng(seed);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::F64}) {
+    for (const Shape& sh : {Shape{1, 1}, Shape{3, 17}, Shape{33, 5}, Shape{70, 41}}) {
+      SCOPED_TRACE(testing::Message() << dtype_name(dt) << " " << shape_str(sh));
+      Tensor f = Tensor::empty(sh, DType::F32);
+      for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = float(rng.normal());
+      const Tensor src = f.to(dt);
+      const Tensor cm = src.to_col_major();
+      EXPECT_EQ(cm.shape, sh);
+      EXPECT_EQ(cm.dtype, dt);
+      EXPECT_TRUE(cm.col_major());
+      EXPECT_NE(cm.data, src.data);  // a copy
+      // Element (i, j) sits at j * R + i of the storage.
+      const Tensor st = cm.col_major_storage();
+      EXPECT_EQ(st.shape, (Shape{sh[1], sh[0]}));
+      EXPECT_TRUE(st.contiguous());
+      const Tensor st64 = st.to(DType::F64), src64 = src.to(DType::F64);
+      for (int64_t i = 0; i < sh[0]; ++i)
+        for (int64_t j = 0; j < sh[1]; ++j)
+          ASSERT_EQ(st64.ptr<double>()[j * sh[0] + i], src64.ptr<double>()[i * sh[1] + j]) << i << "," << j;
+      // to() turns it back into rows, in any float dtype; a column-major copy of a
+      // column-major tensor is a copy; q8 quantizes the same values.
+      const Tensor back = cm.to(DType::F64);
+      EXPECT_TRUE(back.contiguous());
+      EXPECT_EQ(0, std::memcmp(back.data, src64.data, back.nbytes()));
+      const Tensor again = cm.to_col_major();
+      EXPECT_TRUE(again.col_major());
+      EXPECT_NE(again.data, cm.data);
+      EXPECT_EQ(0, std::memcmp(again.to(DType::F64).data, src64.data, back.nbytes()));
+      const Tensor q1 = cm.to_q8(0), q2 = src.to_q8(0);
+      EXPECT_EQ(0, std::memcmp(q1.data, q2.data, q1.nbytes()));
+    }
+  }
+}
+
+TEST(Tensor, ColumnMajorRefusesWhatItCannotHold) {
+  EXPECT_THROW(Tensor::empty({2, 3, 4}, DType::F32).to_col_major(), Error);
+  EXPECT_THROW(Tensor::empty({64, 64}, DType::F32).to_q8(0).to_col_major(), Error);
+  EXPECT_THROW(Tensor::empty({4, 4}, DType::I32).to_col_major(), Error);
+  EXPECT_THROW(Tensor::empty({4, 5}, DType::F32).col_major_storage(), Error);  // row-major
+  const Tensor cm = Tensor::empty({4, 5}, DType::F32).to_col_major();
+  EXPECT_THROW(cm.reshape({20}), Error);  // not contiguous
+  EXPECT_FALSE(Tensor::empty({4, 5}, DType::F32).col_major());
+}
+
+TEST(Tensor, LargeTensorsStartOnHugePageBoundaries) {
+  // 2 MiB and more: placed on 2 MiB boundaries (and offered to the kernel as huge pages).
+  const Tensor big = Tensor::empty({1024, 1024}, DType::F32);  // 4 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data) % (uintptr_t(2) << 20), 0u);
+  const Tensor small = Tensor::empty({7, 9}, DType::F32);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data) % 64, 0u);
 }

@@ -1,5 +1,9 @@
 #include "core/tensor.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -34,10 +38,22 @@ std::vector<int64_t> contiguous_strides(const Shape& s) {
 
 namespace {
 
+// Tensors of 2 MiB and more (weights, above all) are placed on 2 MiB boundaries and offered
+// to the kernel as transparent huge pages (Linux, where THP is in "madvise" mode, as on
+// Debian): a stream through the weights then crosses a page boundary, where the hardware
+// prefetchers stop and the TLB misses, every 2 MiB instead of every 4 KiB (measured on Zen 4:
+// reads 5-10% faster).
+constexpr size_t kHugePage = size_t(2) << 20;
+
 void* alloc_bytes(size_t bytes, const Shape& shape) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  const bool huge = bytes >= kHugePage;
+  const size_t align = huge ? kHugePage : 64;
+  const size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded ? rounded : align);
   if (!p) fail("out of memory allocating {} bytes for a tensor of shape {}", bytes, shape_str(shape));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: failure only means 4 KiB pages
+#endif
   return p;
 }
 
@@ -112,6 +128,52 @@ Tensor Tensor::view_of(void* data, DType dtype, const Shape& shape, std::shared_
 
 bool Tensor::contiguous() const { return dtype != DType::Q8 && strides == contiguous_strides(shape); }
 
+bool Tensor::col_major() const {
+  return dtype != DType::Q8 && dtype != DType::I32 && shape.size() == 2 && strides.size() == 2 && strides[0] == 1 &&
+         strides[1] == shape[0];
+}
+
+Tensor Tensor::col_major_storage() const {
+  if (!col_major()) fail("tensor of shape {} is not column-major", shape_str(shape));
+  return view_of(data, dtype, {shape[1], shape[0]}, owner);
+}
+
+namespace {
+
+// dst[c * R + r] = src[r * C + c] for an R x C matrix of `es`-byte elements, in tiles so both
+// sides stay in cache.
+void transpose_bytes(const void* src, int64_t R, int64_t C, size_t es, void* dst) {
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < R; r0 += kTile)
+    for (int64_t c0 = 0; c0 < C; c0 += kTile)
+      for (int64_t r = r0; r < std::min(R, r0 + kTile); ++r)
+        for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c)
+          std::memcpy(d + size_t(c * R + r) * es, s + size_t(r * C + c) * es, es);
+}
+
+}  // namespace
+
+Tensor Tensor::to_col_major() const {
+  if (col_major()) {  // a copy of the storage, relabelled
+    Tensor t = col_major_storage().to(dtype);
+    t.shape = shape;
+    t.strides = {1, shape[0]};
+    return t;
+  }
+  if (shape.size() != 2 || dtype == DType::Q8 || dtype == DType::I32 || !contiguous())
+    fail("a column-major copy needs a contiguous f32/f16/bf16/f64 matrix, not a {} tensor of shape {}",
+         dtype_name(dtype), shape_str(shape));
+  const int64_t R = shape[0], C = shape[1];
+  Tensor st = empty({C, R}, dtype);  // the storage: C lines of R values
+  transpose_bytes(data, R, C, dtype_size(dtype), st.data);
+  Tensor t = st;
+  t.shape = shape;
+  t.strides = {1, R};
+  return t;
+}
+
 Tensor Tensor::rows(int64_t start, int64_t len) const {
   if (dtype == DType::Q8) fail("rows of a q8 tensor of shape {}: q8 tensors cannot be sliced", shape_str(shape));
   if (shape.empty() || start < 0 || len < 0 || start + len > shape[0])
@@ -171,6 +233,7 @@ Tensor Tensor::to_q8(int block_axis) const {
     if (q8_axis() == block_axis) return to(DType::Q8);
     return to(DType::F32).to_q8(block_axis);
   }
+  if (col_major() && !contiguous()) return to(DType::F32).to_q8(block_axis);
   if (!contiguous()) fail("quantization of a non-contiguous tensor of shape {}", shape_str(shape));
   Tensor out = empty_q8(shape, block_axis);
   const int64_t len = out.q8_len(), lines = out.q8_lines(), lp = q8_padded(len), nb = q8_blocks(len);
@@ -239,6 +302,12 @@ Tensor Tensor::to(DType dst) const {
     Tensor f = empty(shape, DType::F32);
     q8_dequantize(*this, f.ptr<float>());
     return dst == DType::F32 ? f : f.to(dst);
+  }
+  if (col_major() && !contiguous()) {  // convert the storage, then transpose it back to rows
+    const Tensor st = col_major_storage().to(dst == DType::Q8 ? DType::F32 : dst);
+    Tensor out = empty(shape, st.dtype);
+    transpose_bytes(st.data, shape[1], shape[0], dtype_size(st.dtype), out.data);
+    return dst == DType::Q8 ? out.to_q8(0) : out;
   }
   if (dst == DType::Q8) return to_q8(0);
   if (!contiguous()) fail("conversion of a non-contiguous tensor of shape {}", shape_str(shape));

@@ -9,6 +9,14 @@
 // blocks along axis 0 -> strides {1, q8_padded(R)} (S lines of R values); along axis 1 ->
 // strides {q8_padded(S), 1} (R lines of S values). A Q8 tensor is never contiguous() in the
 // plain sense; rows() and reshape() refuse it; to() converts it both ways.
+//
+// Column-major matrices: a rank-2 f32/f16/bf16/f64 tensor of shape [R, S] with strides {1, R}
+// holds S lines of R values, the same layout as a Q8 tensor blocked along axis 0. strand
+// stores the weight matrices of a model this way ([in, out] read as out lines of in values,
+// to_col_major()), so that a matrix-vector product streams one contiguous line per output;
+// the logical shape, and so the graph, does not change. Tiers read such a weight through
+// col_major_storage() (its [S, R] row-major bytes, a product with Bᵀ); to() makes a
+// row-major copy.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +53,14 @@ struct Tensor {
   int rank() const { return int(shape.size()); }
   size_t nbytes() const;  // storage bytes (Q8: payload with its padding, and the scales)
   bool contiguous() const;
+  // Rank 2, not Q8, strides {1, R} for shape [R, S] (see the header comment). Matrices with
+  // a dimension of 1 are both contiguous and column-major when their strides say so.
+  bool col_major() const;
+  // A column-major [R, S] tensor's bytes as the row-major [S, R] tensor they are (a view).
+  Tensor col_major_storage() const;
+  // A column-major copy of a rank-2 f32/f16/bf16/f64 tensor (row-major or column-major),
+  // in the same dtype.
+  Tensor to_col_major() const;
   bool defined() const { return data != nullptr; }
 
   template <class T>
@@ -55,7 +71,8 @@ struct Tensor {
   // Same bytes, new contiguous shape of equal numel (requires contiguous()).
   Tensor reshape(const Shape& s) const;
   // Contiguous copy converted to `to` (f32/f16/bf16/f64 among each other; from Q8 by
-  // dequantizing; to Q8 by quantizing along axis 0, as to_q8(0)).
+  // dequantizing; to Q8 by quantizing along axis 0, as to_q8(0)). Column-major tensors are
+  // converted too; other non-contiguous views are refused.
   Tensor to(DType to) const;
   // Quantized copy (rank 1 or 2) in blocks of kQ8Block along `block_axis`: each block's scale
   // is max|v| / 127 and q = round-to-nearest-even(v / scale). Non-finite values are an error.

@@ -13,6 +13,18 @@ Tensor convert(const Tensor& t, DType to, int q8_axis) {
   return t.to(to);
 }
 
+// A per-layer matrix ([in, out]) in `to` and `layout`.
+Tensor convert_matrix(const Tensor& t, DType to, MatrixLayout layout) {
+  if (to == DType::Q8 || layout == MatrixLayout::AsLoaded) return convert(t, to, 0);
+  if (t.col_major() && !t.contiguous()) {  // already lines: convert the storage, keep the layout
+    Tensor c = t.col_major_storage().to(to);
+    c.shape = t.shape;
+    c.strides = {1, t.shape[0]};
+    return c;
+  }
+  return (t.dtype == to ? t : t.to(to)).to_col_major();
+}
+
 }  // namespace
 
 DType parse_weight_dtype(const std::string& s) {
@@ -23,7 +35,7 @@ DType parse_weight_dtype(const std::string& s) {
   fail("--weights: '{}' is not one of f32, f16, bf16, int8", s);
 }
 
-Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to) {
+Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layout) {
   if (to != DType::F32 && to != DType::F16 && to != DType::BF16 && to != DType::Q8)
     fail("cannot cast GPT-2 weights to {}: use f32, f16, bf16 or q8", dtype_name(to));
   Gpt2Weights o;
@@ -38,15 +50,15 @@ Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to) {
     Gpt2Layer n;
     n.ln_1_w = f32(L.ln_1_w);
     n.ln_1_b = f32(L.ln_1_b);
-    n.attn_w = convert(L.attn_w, to, 0);
+    n.attn_w = convert_matrix(L.attn_w, to, layout);
     n.attn_b = f32(L.attn_b);
-    n.attn_proj_w = convert(L.attn_proj_w, to, 0);
+    n.attn_proj_w = convert_matrix(L.attn_proj_w, to, layout);
     n.attn_proj_b = f32(L.attn_proj_b);
     n.ln_2_w = f32(L.ln_2_w);
     n.ln_2_b = f32(L.ln_2_b);
-    n.fc_w = convert(L.fc_w, to, 0);
+    n.fc_w = convert_matrix(L.fc_w, to, layout);
     n.fc_b = f32(L.fc_b);
-    n.fc_proj_w = convert(L.fc_proj_w, to, 0);
+    n.fc_proj_w = convert_matrix(L.fc_proj_w, to, layout);
     n.fc_proj_b = f32(L.fc_proj_b);
     o.layers.push_back(std::move(n));
   }

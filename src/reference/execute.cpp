@@ -1,6 +1,7 @@
 #include "reference/execute.h"
 
 #include <type_traits>
+#include <utility>
 
 #include "reference/kernels.h"
 
@@ -18,6 +19,15 @@ template <class T>
 Tensor as(const Tensor& t) {
   if (t.dtype == dtype_of<T>() && t.contiguous()) return t;
   return t.to(dtype_of<T>());
+}
+
+// The weight of a matrix product as row-major bytes and whether they hold B or Bᵀ: a
+// column-major [K, N] weight is its [N, K] storage read transposed (no copy when it already
+// is in T).
+template <class T>
+std::pair<Tensor, bool> weight_as(const Tensor& w, bool trans_b) {
+  if (w.col_major() && !w.contiguous()) return {as<T>(w.col_major_storage()), !trans_b};
+  return {as<T>(w), trans_b};
 }
 
 }  // namespace
@@ -49,8 +59,11 @@ void execute_node(const Graph& g, const Node& nd, std::vector<Tensor>& values) {
       break;
     }
     case OpKind::MatMul: {
-      const Tensor x = in(0), w = in(1);
-      kernels::matmul(x.ptr<const T>(), w.ptr<const T>(), a.trans_b, x.dim(0), x.dim(1), out.dim(1), o);
+      const Tensor x = in(0);
+      const std::pair<Tensor, bool> wb = weight_as<T>(values[size_t(nd.inputs[1])], a.trans_b);
+      const Tensor& w = wb.first;
+      const bool tb = wb.second;
+      kernels::matmul(x.ptr<const T>(), w.ptr<const T>(), tb, x.dim(0), x.dim(1), out.dim(1), o);
       break;
     }
     case OpKind::Activation: {
@@ -103,8 +116,11 @@ void execute_node(const Graph& g, const Node& nd, std::vector<Tensor>& values) {
       break;
     }
     case OpKind::Linear: {
-      const Tensor x = in(0), w = in(1), b = in(2);
-      kernels::matmul(x.ptr<const T>(), w.ptr<const T>(), false, x.dim(0), x.dim(1), out.dim(1), o);
+      const Tensor x = in(0), b = in(2);
+      const std::pair<Tensor, bool> wb = weight_as<T>(values[size_t(nd.inputs[1])], false);
+      const Tensor& w = wb.first;
+      const bool tb = wb.second;
+      kernels::matmul(x.ptr<const T>(), w.ptr<const T>(), tb, x.dim(0), x.dim(1), out.dim(1), o);
       kernels::add(o, b.ptr<const T>(), true, out.dim(0), out.dim(1), o);
       break;
     }

@@ -40,6 +40,12 @@ Tensor random_tensor(const Shape& shape, DType dt, Rng& rng, int64_t id_limit, i
   return dt == DType::I32 || dt == DType::F32 ? f : f.to(dt);
 }
 
+// Marks a matmul/linear case as having its weight stored column-major.
+void col_major(OpCase& c) {
+  c.col_major_weight = true;
+  c.label += " col-major";
+}
+
 }  // namespace
 
 std::vector<OpCase> random_op_cases(uint64_t seed, int per_op) {
@@ -88,6 +94,15 @@ std::vector<OpCase> random_op_cases(uint64_t seed, int per_op) {
     push(OpKind::KvStore, {{a.past + m + int64_t(rng.below(3)), n}, {m, n}}, {DType::F32, DType::F32}, a);
     a = {};
     push(OpKind::Linear, {{m, k}, {k, n}, {n}}, {DType::F32, w, w}, a);
+    // The same products with the weight stored column-major (how strand runs models).
+    push(OpKind::Linear, {{m, k}, {k, n}, {n}}, {DType::F32, w, w}, a);
+    col_major(cases.back());
+    push(OpKind::MatMul, {{m, k}, {k, n}}, {DType::F32, w}, a);
+    col_major(cases.back());
+    a.trans_b = true;
+    push(OpKind::MatMul, {{m, k}, {n, k}}, {DType::F32, w}, a);
+    col_major(cases.back());
+    a = {};
     // Quantized weights feed matrix products only (blocked along the reduction axis K).
     for (DType q : case_weight_dtypes()) {
       if (q == DType::F32 || q == DType::F16 || q == DType::BF16) continue;
@@ -133,6 +148,12 @@ std::vector<OpCase> large_op_cases(uint64_t seed) {
     push(OpKind::Linear, {{1, k}, {k, n2}, {n2}}, {DType::F32, w, bias}, a);
     const int64_t k3 = odd(128), n3 = odd(512);
     push(OpKind::Linear, {{t, k3}, {k3, n3}, {n3}}, {DType::F32, w, bias}, a);
+    if (float_weight) {  // the decode and prefill products of a model run with column-major weights
+      push(OpKind::Linear, {{1, k}, {k, n2}, {n2}}, {DType::F32, w, bias}, a);
+      col_major(cases.back());
+      push(OpKind::Linear, {{t, k3}, {k3, n3}, {n3}}, {DType::F32, w, bias}, a);
+      col_major(cases.back());
+    }
     if (w == DType::F32) {
       // Products a tier may take only from a size threshold on (a BLAS crossover): ~1e8 FLOPs
       // (GPT-2 124M's attention projection on ~100 tokens) and ~5e9 (its MLP on ~1000). The
@@ -196,6 +217,11 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
     in.push_back(state ? g.state(name, c.shapes[i], c.dtypes[i]) : g.input(name, c.shapes[i], c.dtypes[i]));
     const int q8_axis = c.op == OpKind::MatMul && c.attrs.trans_b && i == 1 ? 1 : 0;
     inputs.push_back(random_tensor(c.shapes[i], c.dtypes[i], rng, id_limit, q8_axis));
+    if (c.col_major_weight && i == 1) {
+      if (c.op != OpKind::MatMul && c.op != OpKind::Linear)
+        fail("op case {}: only a matrix product has a column-major weight", c.label);
+      inputs.back() = inputs.back().to_col_major();
+    }
   }
   const ValueId out = g.add(c.op, in, c.attrs, c.label);
   g.mark_output(out);

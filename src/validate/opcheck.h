@@ -29,6 +29,9 @@ struct OpCase {
   // ones included), and the errors are measured on those rows. Lets a case be large enough
   // for a tier that takes only big products without a long float64 run.
   int64_t sample_rows = 0;
+  // Matmul and linear with an f32/f16/bf16 weight: the weight (input 1) is stored column-major
+  // (Tensor::to_col_major, the layout strand runs models in); its logical shape is unchanged.
+  bool col_major_weight = false;
 };
 
 // Random cases covering every op: odd sizes (1, 3, 17, ...), sizes around SIMD widths, every

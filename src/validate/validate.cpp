@@ -257,7 +257,7 @@ std::vector<NamedModel> models_to_check(const ValidateOptions& opt, std::vector<
       if (dirs.empty()) notes.push_back(fmt::format("fixtures: no model directory in {}: skipped", opt.fixtures_dir));
       for (const auto& d : dirs) {
         NamedModel nm;
-        nm.name = d.filename().string() + " (fixture)";
+        nm.name = d.filename().string() + " (fixture, matrices as loaded)";
         nm.model = std::make_unique<Gpt2Model>(Gpt2Model::load(d.string()));
         out.push_back(std::move(nm));
       }
@@ -272,7 +272,8 @@ std::vector<NamedModel> models_to_check(const ValidateOptions& opt, std::vector<
   cfg.vocab_size = 509;
   cfg.n_inner = 4 * cfg.n_embd;
   cfg.validate("validate");
-  const std::string name = fmt::format("random GPT-2 {}x{}, vocab {} (in memory)", cfg.n_layer, cfg.n_embd, cfg.vocab_size);
+  const std::string name =
+      fmt::format("random GPT-2 {}x{}, vocab {} (in memory, column-major matrices)", cfg.n_layer, cfg.n_embd, cfg.vocab_size);
   const Gpt2Weights base = random_gpt2_weights(cfg, opt.seed ^ 0x9e3779b97f4a7c15ull, DType::F32);
   for (DType dt : case_weight_dtypes()) {
     NamedModel nm;
@@ -280,10 +281,13 @@ std::vector<NamedModel> models_to_check(const ValidateOptions& opt, std::vector<
     nm.model = std::make_unique<Gpt2Model>();
     nm.model->dir = "(in memory)";
     nm.model->config = cfg;
+    // In the layout strand runs models in (column-major matrices, weight_cast.h); the
+    // fixtures above keep the [in, out] layout they were loaded in, so both are checked.
     if (dt == DType::F32) {
-      nm.model->weights = base;
+      nm.model->weights = cast_gpt2_weights(base, dt, MatrixLayout::ColMajor);
     } else if (dt == DType::F16 || dt == DType::BF16) {
-      nm.model->weights = random_gpt2_weights(cfg, opt.seed ^ 0x9e3779b97f4a7c15ull, dt);
+      nm.model->weights =
+          cast_gpt2_weights(random_gpt2_weights(cfg, opt.seed ^ 0x9e3779b97f4a7c15ull, dt), dt, MatrixLayout::ColMajor);
     } else {
       nm.model->weights = cast_gpt2_weights(base, dt);
     }

@@ -122,9 +122,13 @@ class BlasBackend final : public Backend {
       if (nd.op != OpKind::MatMul && nd.op != OpKind::Linear)
         fail("blas: node {} ({}) is not a matrix product; the planner should not have placed it here", nd.name,
              op_name(nd.op));
-      const bool trans_b = nd.op == OpKind::MatMul && nd.attrs.trans_b;
+      bool trans_b = nd.op == OpKind::MatMul && nd.attrs.trans_b;
       const Operand A = operand(values[size_t(nd.inputs[0])], nd.name);
-      const Operand B = operand(values[size_t(nd.inputs[1])], nd.name);
+      // A column-major weight (core/tensor.h) is its row-major storage, transposed.
+      const Tensor& wt = values[size_t(nd.inputs[1])];
+      const bool lines = wt.col_major() && !wt.contiguous();
+      if (lines) trans_b = !trans_b;
+      const Operand B = operand(lines ? wt.col_major_storage() : wt, nd.name);
       Tensor& out = values[size_t(nd.output)];
       const int64_t M = A.rows, K = A.cols, N = trans_b ? B.rows : B.cols;
       if ((trans_b ? B.cols : B.rows) != K || out.rank() != 2 || out.dim(0) != M || out.dim(1) != N ||
