@@ -200,6 +200,20 @@ TEST(Devices, ReadBandwidthIsMeasured) {
   EXPECT_GE(runs, 3);
 }
 
+TEST(Devices, BandwidthMeterMeasuresAgainAndAgain) {
+  ReadBandwidthMeter meter(size_t(4) << 20, 2);
+  EXPECT_GE(meter.bytes(), size_t(4) << 20);
+  for (int i = 0; i < 3; ++i) {
+    int runs = 0;
+    const double gbs = meter.measure(0.005, &runs);
+    EXPECT_GT(gbs, 0.1);
+    EXPECT_TRUE(std::isfinite(gbs));
+    EXPECT_GE(runs, 3);
+  }
+  ReadBandwidthMeter one(1000, 1);  // tiny and single-threaded still works
+  EXPECT_GT(one.measure(0.001), 0.0);
+}
+
 TEST(Devices, CoreClockIsMeasuredWhenUnknown) {
   const double ghz = measure_core_ghz(0.01);
 #if defined(__x86_64__) || defined(__aarch64__)

@@ -310,6 +310,11 @@ TEST(BenchModelCli, JsonIsOneValueWithTheExpectedFields) {
   EXPECT_GT(tg["bytes_per_token"].get<double>(), 0);
   EXPECT_GT(tg["gbs"].get<double>(), 0);
   EXPECT_TRUE(tg.contains("pct_bandwidth"));
+  // The bandwidth is measured around each warm run (a shared machine's changes from moment to moment).
+  EXPECT_EQ(tg["bandwidth_source"], "measured around each run") << tg.dump(2);
+  EXPECT_GT(tg["bandwidth_gbs"].get<double>(), 0);
+  EXPECT_GT(tg["pct_bandwidth"].get<double>(), 0);
+  EXPECT_FALSE(pp.contains("bandwidth_source"));  // pp has no bandwidth bound
 }
 
 TEST(BenchModelCli, MarkdownAndCsv) {

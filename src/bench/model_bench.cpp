@@ -97,7 +97,12 @@ struct Bounds {
   std::map<std::string, TierPeak> tiers;
   double bandwidth_gbs = 0;
   std::string note;
+  // Measures the bandwidth of the moment around each tg run (made when a tg test runs).
+  std::shared_ptr<ReadBandwidthMeter> meter;
 };
+
+// Seconds spent on each bandwidth measurement next to a tg run.
+constexpr double kWindowProbeSeconds = 0.12;
 
 }  // namespace
 
@@ -225,6 +230,12 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
     for (const auto& tp : dr.tiers)
       if (tp.threads == t || tp.threads == 1) b.tiers[tp.tier] = tp;  // a single-threaded tier's peak holds at any count
     b.bandwidth_gbs = dr.bandwidth_gbs;
+    if (opt.gen_tokens > 0) {  // the same buffer size as the probe's (beyond the caches, but for a quick probe)
+      const size_t bytes = opt.probe == ModelBenchOptions::Probe::Quick
+                               ? quick_probe_budget().bandwidth_bytes
+                               : std::max<size_t>(size_t(256) << 20, 4 * machine.l3_bytes);
+      b.meter = std::make_shared<ReadBandwidthMeter>(bytes, t);
+    }
     b.note = fmt::format("{} thread(s): memory read bandwidth {:.1f} GB/s ({}{})", t, dr.bandwidth_gbs,
                          dr.quick ? "quick probe, rough" : dr.from_cache ? "cached: " + display_path(dr.cache_path)
                                                                          : "measured now",
@@ -257,7 +268,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         Gpt2Model m;
         m.dir = source.dir;
         m.config = cfg;
-        m.weights = cast_gpt2_weights(source.weights, wdt);
+        m.weights = cast_gpt2_weights(source.weights, wdt, MatrixLayout::ColMajor);
         const double convert_s = now() - c0;
 
         // Bounds for this combination.
@@ -290,7 +301,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           Gpt2Model em;
           em.dir = source.dir;
           em.config = cfg;
-          em.weights = cast_gpt2_weights(source.weights, wdt);
+          em.weights = cast_gpt2_weights(source.weights, wdt, MatrixLayout::ColMajor);
           Gpt2Runner er(em, make_chain(spec));
           KvCache ec = er.new_cache();
           const int t_short = std::max(1, std::min(64, opt.prompt_tokens > 0 ? opt.prompt_tokens : tg_prompt));
@@ -393,7 +404,15 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         if (opt.gen_tokens > 0) {
           BenchResult r = make_result(fmt::format("tg{}", opt.gen_tokens), opt.gen_tokens);
           double cold = 0;
+          // The memory's bandwidth changes from moment to moment on a shared machine: it is
+          // measured before every warm run and after the last, and each run is compared with
+          // the higher of the two measurements around it.
+          std::vector<double> window_bw;
+          auto measure_window = [&] {
+            if (bd.meter) window_bw.push_back(bd.meter->measure(kWindowProbeSeconds));
+          };
           for (int i = 0; i <= opt.reps && !out_of_time(r); ++i) {
+            if (i > 0) measure_window();
             progress(fmt::format("{} | {} thread(s) | {} | {} run {}/{}", cname, nthreads, wname, r.test, i,
                                  opt.reps));
             cache.len = 0;
@@ -408,6 +427,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
             else
               r.seconds.push_back(s);
           }
+          if (!r.seconds.empty()) measure_window();
           finish(r, cold);
           note_cut(r);
           r.flops = tg_flops;
@@ -415,7 +435,20 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           r.pct_peak = peak > 0 ? 100.0 * r.gflops / peak : 0;
           r.bytes_per_token = bytes_tok;
           r.gbs = bytes_tok * r.tps_median / 1e9;
-          r.pct_bandwidth = bd.bandwidth_gbs > 0 ? 100.0 * r.gbs / bd.bandwidth_gbs : 0;
+          if (window_bw.size() == r.seconds.size() + 1 && !r.seconds.empty()) {
+            std::vector<double> bound, pct;
+            for (size_t k = 0; k < r.seconds.size(); ++k) {
+              const double b = std::max(window_bw[k], window_bw[k + 1]);
+              bound.push_back(b);
+              pct.push_back(100.0 * bytes_tok * (r.tokens / r.seconds[k]) / 1e9 / b);
+            }
+            r.bandwidth_gbs = stats_of(bound).median;
+            r.pct_bandwidth = stats_of(pct).median;
+            r.bandwidth_source = "measured around each run";
+          } else {
+            r.pct_bandwidth = bd.bandwidth_gbs > 0 ? 100.0 * r.gbs / bd.bandwidth_gbs : 0;
+            r.bandwidth_source = bd.bandwidth_gbs > 0 ? "the probe's" : "";
+          }
           rep.results.push_back(r);
         }
       }
@@ -436,7 +469,9 @@ std::string tg_formula() {
   return "tg GB/s = weight bytes one decode step reads x tokens/s, where bytes/token = sum over the distinct weight "
          "tensors of the one-token graph of their size in their dtype (q8: int8 payload + f32 scales), a tensor only "
          "gathered from (wpe; wte when lm_head is separate) counting only the row gathered; KV-cache reads not "
-         "counted. % of the measured memory read bandwidth";
+         "counted. % bw: the median over the warm runs of each run's GB/s against the memory read bandwidth "
+         "measured right before and after it (the higher of the two; bw GB/s is their median), since on a shared "
+         "machine it changes from moment to moment";
 }
 
 }  // namespace
@@ -469,16 +504,17 @@ std::string ModelBenchReport::markdown() const {
     for (const auto& [w, v] : bytes) b += fmt::format("{}{} {:.1f} MB", b.empty() ? "" : ", ", w, v / 1e6);
     s += "weight bytes per decode token: " + b + "\n";
   }
-  s += "\n| backend | threads | weights | test | t/s (min-max) | cold t/s | GFLOP/s | % peak | GB/s | % bw |\n";
-  s += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n";
+  s += "\n| backend | threads | weights | test | t/s (min-max) | cold t/s | GFLOP/s | % peak | GB/s | bw GB/s | % bw |\n";
+  s += "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& r : results) {
     const bool tg = r.bytes_per_token > 0;
     const std::string cold = r.convert_seconds > 0
                                  ? fmt::format("{} (incl. {:.3g} s convert)", fmt_num(r.cold_tps), r.convert_seconds)
                                  : fmt_num(r.cold_tps);
-    s += fmt::format("| {} | {} | {} | {} | {} ({}-{}) | {} | {} | {} | {} | {} |\n", r.chain, r.threads, r.weights,
-                     r.test, fmt_num(r.tps_median), fmt_num(r.tps_min), fmt_num(r.tps_max), cold, fmt_num(r.gflops),
-                     r.pct_peak > 0 ? fmt_num(r.pct_peak, 1) + "%" : "-", tg ? fmt_num(r.gbs) : "-",
+    s += fmt::format("| {} | {} | {} | {} | {} ({}-{}) | {} | {} | {} | {} | {} | {} |\n", r.chain, r.threads,
+                     r.weights, r.test, fmt_num(r.tps_median), fmt_num(r.tps_min), fmt_num(r.tps_max), cold,
+                     fmt_num(r.gflops), r.pct_peak > 0 ? fmt_num(r.pct_peak, 1) + "%" : "-", tg ? fmt_num(r.gbs) : "-",
+                     tg && r.bandwidth_gbs > 0 ? fmt_num(r.bandwidth_gbs) : "-",
                      tg && r.pct_bandwidth > 0 ? fmt_num(r.pct_bandwidth, 1) + "%" : "-");
   }
   for (const auto& k : skipped)
@@ -533,6 +569,7 @@ json ModelBenchReport::to_json() const {
       x["gbs"] = jnum(r.gbs);
       x["bandwidth_gbs"] = r.bandwidth_gbs > 0 ? json(r.bandwidth_gbs) : json(nullptr);
       x["pct_bandwidth"] = r.bandwidth_gbs > 0 ? json(r.pct_bandwidth) : json(nullptr);
+      x["bandwidth_source"] = r.bandwidth_source.empty() ? json(nullptr) : json(r.bandwidth_source);
     }
     rs.push_back(x);
   }

@@ -73,8 +73,9 @@ struct BenchResult {
   double pct_peak = 0;
   double bytes_per_token = 0;        // tg: weight bytes one decode step reads
   double gbs = 0;                    // tg: bytes_per_token × tokens/s / 1e9
-  double bandwidth_gbs = 0;          // measured memory read bandwidth (0: unknown)
-  double pct_bandwidth = 0;
+  double bandwidth_gbs = 0;          // tg: memory read bandwidth the runs are compared with (0: unknown)
+  double pct_bandwidth = 0;          // tg: median over the warm runs of GB/s ÷ the bandwidth of its moment
+  std::string bandwidth_source;      // "measured around each run", "the probe's" or ""
 };
 
 struct BenchSkip {

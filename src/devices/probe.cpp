@@ -189,31 +189,45 @@ void measure_crossover(const std::shared_ptr<Backend>& opponent, int threads, co
     return;
   }
   r.crossover_vs = opponent->name();
+  // Each tier is timed in a block of its own, blas first: after a call, OpenBLAS's workers
+  // spin for a while (~2^28 cycles by default) before they sleep, and on a machine with no
+  // spare core they would halve the speed of a tier timed right after (measured: the cpu tier
+  // 2x slower on whole rows of this table when the two alternated). Between the blocks the
+  // probe waits for them to park. (The same contention is real in a chain that mixes blas
+  // with another multi-threaded tier: a reason for blas to claim only shapes it clearly wins.)
   const double per_shape = budget.seconds_per_measurement / 3;
+  auto best_of = [&](MatmulBench& mb, Backend& t) {
+    mb.run(t);  // warm-up (thread start-up, page faults)
+    double best = kInf;
+    const auto start = Clock::now();
+    for (int rep = 0; rep < 15; ++rep) {
+      const auto t0 = Clock::now();
+      mb.run(t);
+      best = std::min(best, seconds_since(t0));
+      if (rep >= 2 && seconds_since(start) >= per_shape) break;
+    }
+    return best;
+  };
   bool stopped_early = false;
   for (const auto& [K, N] : budget.crossover_kn) {
-    int wins_in_a_row = 0;
+    std::vector<std::unique_ptr<MatmulBench>> shapes;
+    std::vector<double> tb;
     for (const int64_t M : budget.crossover_m) {
-      MatmulBench mb(M, K, N);
-      if (!mb.supported_by(*opponent).ok) continue;
-      mb.run(*blas);  // warm-up both (thread start-up, page faults)
-      mb.run(*opponent);
-      double tb = kInf, to = kInf;
-      const auto start = Clock::now();
-      for (int rep = 0; rep < 15; ++rep) {  // alternate, so that a noisy moment hits both
-        auto t0 = Clock::now();
-        mb.run(*blas);
-        tb = std::min(tb, seconds_since(t0));
-        t0 = Clock::now();
-        mb.run(*opponent);
-        to = std::min(to, seconds_since(t0));
-        if (rep >= 2 && seconds_since(start) >= per_shape) break;
-      }
+      auto mb = std::make_unique<MatmulBench>(M, K, N);
+      if (!mb->supported_by(*opponent).ok) continue;
+      tb.push_back(best_of(*mb, *blas));
+      shapes.push_back(std::move(mb));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // let OpenBLAS's workers park
+    int wins_in_a_row = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      MatmulBench& mb = *shapes[i];
+      const double to = best_of(mb, *opponent);
       CrossoverPoint p;
-      p.m = M, p.k = K, p.n = N, p.flops = mb.flops, p.blas_seconds = tb, p.other_seconds = to;
-      p.blas_wins = kBlasHandicap * tb < to;
+      p.m = mb.values[0].dim(0), p.k = K, p.n = N, p.flops = mb.flops, p.blas_seconds = tb[i], p.other_seconds = to;
+      p.blas_wins = kBlasHandicap * tb[i] < to;
       r.crossover_points.push_back(p);
-      wins_in_a_row = 2 * tb < to ? wins_in_a_row + 1 : 0;
+      wins_in_a_row = 2 * tb[i] < to ? wins_in_a_row + 1 : 0;
       // A slow opponent (naive) would take seconds on the big shapes: once blas has been more
       // than twice as fast on three sizes in a row and the opponent's runs outgrow the budget,
       // the larger sizes are blas's.
@@ -619,20 +633,26 @@ double crossover_from_points(const std::vector<CrossoverPoint>& points) {
   return best;
 }
 
+// Sums n words as kStreams interleaved streams (the buffer cut into kStreams parts, read a
+// cache line of each in turn): a single core keeps more misses in flight with several streams
+// than with one (measured on Zen 4 under a hypervisor, 2 threads: 12 streams 44-52 GB/s where
+// one stream gave 40-43).
+constexpr int kStreams = 12;
 #if defined(__GNUC__)
 __attribute__((no_sanitize_address))
 #endif
 static uint64_t sum_words(const uint64_t* p, size_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += p[i];
-    s1 += p[i + 1];
-    s2 += p[i + 2];
-    s3 += p[i + 3];
-  }
-  for (; i < n; ++i) s0 += p[i];
-  return s0 + s1 + s2 + s3;
+  const size_t len = n / kStreams / 8 * 8;  // words per stream, whole lines
+  uint64_t s[kStreams] = {};
+  for (size_t i = 0; i < len; i += 8)
+    for (int k = 0; k < kStreams; ++k) {
+      const uint64_t* q = p + size_t(k) * len + i;
+      s[k] += (q[0] + q[1]) + (q[2] + q[3]) + (q[4] + q[5]) + (q[6] + q[7]);
+    }
+  uint64_t t = 0;
+  for (size_t i = kStreams * len; i < n; ++i) t += p[i];
+  for (uint64_t v : s) t += v;
+  return t;
 }
 
 double measure_core_ghz(double seconds) {
@@ -668,42 +688,58 @@ void apply_measured_clock(MachineInfo& m, double measured_ghz) {
   m.ghz_source += fmt::format("{}max measured on one busy core", m.ghz_source.empty() ? "" : "; ");
 }
 
-double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs_out) {
-  threads = std::max(1, threads);
-  const size_t words = std::max<size_t>(bytes / 8, size_t(threads) * 512);
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[words]);
-  const size_t per = (words + size_t(threads) - 1) / size_t(threads);
-  std::atomic<uint64_t> sink{0};
-  std::atomic<bool> stop{false};
-  std::barrier sync(threads);
-
-  auto slice = [&](int t, auto&& fn) {
+struct ReadBandwidthMeter::Impl {
+  size_t words = 0;
+  int threads = 1;
+  std::unique_ptr<uint64_t[]> buf;
+  size_t per = 0;
+  Impl(size_t bytes, int t) : threads(std::max(1, t)) {
+    words = std::max<size_t>(bytes / 8, size_t(threads) * 512);
+    buf.reset(new uint64_t[words]);
+    per = (words + size_t(threads) - 1) / size_t(threads);
+  }
+  template <class Fn>
+  void slice(int t, Fn&& fn) {
     const size_t b = std::min(words, size_t(t) * per), e = std::min(words, b + per);
     fn(buf.get() + b, e - b);
-  };
-  // Each thread touches its own slice first (pages land near the thread that reads them),
-  // then every run: wait for all, sum the slice, wait for all.
-  auto worker = [&](int t) {
-    slice(t, [&](uint64_t* p, size_t n) {
-      for (size_t i = 0; i < n; ++i) p[i] = i * 0x9e3779b97f4a7c15ull;
+  }
+};
+
+ReadBandwidthMeter::ReadBandwidthMeter(size_t bytes, int threads) : impl_(std::make_unique<Impl>(bytes, threads)) {
+  // Each thread touches its own slice first (pages land near the thread that reads them).
+  Impl& m = *impl_;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < m.threads; ++t)
+    pool.emplace_back([&m, t] {
+      m.slice(t, [](uint64_t* p, size_t n) {
+        for (size_t i = 0; i < n; ++i) p[i] = i * 0x9e3779b97f4a7c15ull;
+      });
     });
-    sync.arrive_and_wait();
+  for (auto& th : pool) th.join();
+}
+
+ReadBandwidthMeter::~ReadBandwidthMeter() = default;
+
+size_t ReadBandwidthMeter::bytes() const { return impl_->words * 8; }
+
+double ReadBandwidthMeter::measure(double seconds, int* runs_out) {
+  Impl& m = *impl_;
+  std::atomic<uint64_t> sink{0};
+  std::atomic<bool> stop{false};
+  std::barrier sync(m.threads);
+  // Every run: wait for all, sum the slice, wait for all.
+  auto worker = [&](int t) {
     while (true) {
       sync.arrive_and_wait();  // start of a run
       if (stop.load()) break;
       uint64_t s = 0;
-      slice(t, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
+      m.slice(t, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
       sink.fetch_add(s, std::memory_order_relaxed);
       sync.arrive_and_wait();  // end of a run
     }
   };
   std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
-  // The calling thread is thread 0.
-  slice(0, [&](uint64_t* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) p[i] = i * 0x9e3779b97f4a7c15ull;
-  });
-  sync.arrive_and_wait();
+  for (int t = 1; t < m.threads; ++t) pool.emplace_back(worker, t);
   double best = kInf;
   int runs = 0;
   const auto start = Clock::now();
@@ -711,7 +747,7 @@ double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* ru
     const auto t0 = Clock::now();
     sync.arrive_and_wait();
     uint64_t s = 0;
-    slice(0, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
+    m.slice(0, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
     sink.fetch_add(s, std::memory_order_relaxed);
     sync.arrive_and_wait();
     best = std::min(best, seconds_since(t0));
@@ -721,7 +757,12 @@ double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* ru
   sync.arrive_and_wait();
   for (auto& th : pool) th.join();
   if (runs_out) *runs_out = runs;
-  return double(words * 8) / best / 1e9;
+  return double(m.words * 8) / best / 1e9;
+}
+
+double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs_out) {
+  ReadBandwidthMeter meter(bytes, threads);
+  return meter.measure(seconds, runs_out);
 }
 
 DeviceReport probe_devices(bool refresh, int threads) { return probe_devices(refresh, threads, ProbeBudget{}); }
@@ -764,7 +805,8 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
   size_t bw_bytes = budget.bandwidth_bytes ? budget.bandwidth_bytes : beyond_cache;
   int runs = 0;
   r.bandwidth_gbs = measure_read_bandwidth(bw_bytes, threads, budget.seconds_per_measurement, &runs);
-  r.bandwidth_detail = fmt::format("sum of a {} MiB buffer, {} thread{}, best of {}{}", bw_bytes >> 20, threads,
+  r.bandwidth_detail = fmt::format("sum of a {} MiB buffer in {} streams per thread, {} thread{}, best of {}{}",
+                                   bw_bytes >> 20, kStreams, threads,
                                    threads == 1 ? "" : "s", runs,
                                    m.l3_bytes && bw_bytes < 2 * m.l3_bytes ? "; it fits in cache: not a memory figure" : "");
 
@@ -794,6 +836,8 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
       measure_gemm(*t, budget, tp);
       if (!gemv) gemv = std::make_unique<MatmulBench>(1, side, side);
       measure_gemv(*t, budget, *gemv, tp);
+      // OpenBLAS's workers spin after a call: let them park before the next tier is timed.
+      if (tp.tier == "blas") std::this_thread::sleep_for(std::chrono::milliseconds(150));
     }
     r.tiers.push_back(tp);
   }

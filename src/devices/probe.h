@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,6 +84,23 @@ DeviceReport report_from_json(const nlohmann::json& j);  // throws on missing/il
 // Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads summing a `bytes` buffer, best of
 // runs within `seconds`.
 double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs = nullptr);
+
+// The same measurement, repeatable: the buffer is allocated and touched once, so that a
+// benchmark can measure the bandwidth of the moment next to each of its runs (on a shared or
+// virtual machine it changes from second to second).
+class ReadBandwidthMeter {
+ public:
+  ReadBandwidthMeter(size_t bytes, int threads);
+  ~ReadBandwidthMeter();
+  ReadBandwidthMeter(const ReadBandwidthMeter&) = delete;
+  ReadBandwidthMeter& operator=(const ReadBandwidthMeter&) = delete;
+  double measure(double seconds, int* runs = nullptr);  // GB/s, best of runs within `seconds` (3 at least)
+  size_t bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // The clock one busy core runs at, in GHz: a chain of dependent register adds (one per cycle),
 // best of runs within `seconds`. 0 where it cannot be measured (not x86-64 or aarch64).
