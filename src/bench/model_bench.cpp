@@ -230,12 +230,8 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
     for (const auto& tp : dr.tiers)
       if (tp.threads == t || tp.threads == 1) b.tiers[tp.tier] = tp;  // a single-threaded tier's peak holds at any count
     b.bandwidth_gbs = dr.bandwidth_gbs;
-    if (opt.gen_tokens > 0) {  // the same buffer size as the probe's (beyond the caches, but for a quick probe)
-      const size_t bytes = opt.probe == ModelBenchOptions::Probe::Quick
-                               ? quick_probe_budget().bandwidth_bytes
-                               : std::max<size_t>(size_t(256) << 20, 4 * machine.l3_bytes);
-      b.meter = std::make_shared<ReadBandwidthMeter>(bytes, t);
-    }
+    if (opt.gen_tokens > 0)  // a buffer far beyond the caches, as the full probe's (even with --probe quick)
+      b.meter = std::make_shared<ReadBandwidthMeter>(std::max<size_t>(size_t(256) << 20, 4 * machine.l3_bytes), t);
     b.note = fmt::format("{} thread(s): memory read bandwidth {:.1f} GB/s ({}{})", t, dr.bandwidth_gbs,
                          dr.quick ? "quick probe, rough" : dr.from_cache ? "cached: " + display_path(dr.cache_path)
                                                                          : "measured now",
