@@ -241,10 +241,30 @@ TEST(Tensor, ColumnMajorRefusesWhatItCannotHold) {
   EXPECT_FALSE(Tensor::empty({4, 5}, DType::F32).col_major());
 }
 
-TEST(Tensor, LargeTensorsStartOnHugePageBoundaries) {
-  // 2 MiB and more: placed on 2 MiB boundaries (and offered to the kernel as huge pages).
-  const Tensor big = Tensor::empty({1024, 1024}, DType::F32);  // 4 MiB
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data) % (uintptr_t(2) << 20), 0u);
-  const Tensor small = Tensor::empty({7, 9}, DType::F32);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data) % 64, 0u);
+TEST(Tensor, WeightCopiesStartOnHugePageBoundaries) {
+  // Weights converted at load, 2 MiB and more: placed on 2 MiB boundaries (and offered to the
+  // kernel as huge pages). Activations keep the plain 64-byte alignment.
+  const uintptr_t huge = uintptr_t(2) << 20;
+  const Tensor w = Tensor::empty({1024, 1024}, DType::F32);  // 4 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.to_col_major().data) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.to_col_major(DType::BF16).data) % huge, 0u);
+  Tensor f = Tensor::empty({2048, 1024}, DType::F32);
+  for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = float(i % 7);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(f.to_q8(0).data) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(Tensor::empty({1024, 1024}, DType::F32, true).data) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(Tensor::empty({7, 9}, DType::F32).data) % 64, 0u);
+}
+
+TEST(Tensor, ColumnMajorCopyConvertsTheDtype) {
+  Tensor f = Tensor::empty({5, 3}, DType::F32);
+  for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = 0.25f * float(i);  // exact in bf16
+  const Tensor cm = f.to_col_major(DType::BF16);
+  EXPECT_EQ(cm.dtype, DType::BF16);
+  EXPECT_TRUE(cm.col_major());
+  const Tensor back = cm.to(DType::F32);
+  EXPECT_EQ(0, std::memcmp(back.data, f.data, f.nbytes()));
+  const Tensor cm2 = cm.to_col_major(DType::F16);  // lines to lines, converted
+  EXPECT_TRUE(cm2.col_major());
+  EXPECT_EQ(0, std::memcmp(cm2.to(DType::F32).data, f.data, f.nbytes()));
+  EXPECT_THROW(f.to_col_major(DType::I32), Error);
 }

@@ -38,15 +38,17 @@ std::vector<int64_t> contiguous_strides(const Shape& s) {
 
 namespace {
 
-// Tensors of 2 MiB and more (weights, above all) are placed on 2 MiB boundaries and offered
-// to the kernel as transparent huge pages (Linux, where THP is in "madvise" mode, as on
-// Debian): a stream through the weights then crosses a page boundary, where the hardware
-// prefetchers stop and the TLB misses, every 2 MiB instead of every 4 KiB (measured on Zen 4:
-// reads 5-10% faster).
+// Long-lived tensors of 2 MiB and more (weight matrices converted at load:
+// to_col_major(), to_q8()) are placed on 2 MiB boundaries and offered to the kernel as
+// transparent huge pages (Linux, where THP is in "madvise" mode, as on Debian): a stream
+// through the weights then crosses a page boundary, where the hardware prefetchers stop and
+// the TLB misses, every 2 MiB instead of every 4 KiB (measured on Zen 4: reads 5-10% faster).
+// Not for activations: they are allocated at every forward pass, and a huge-page fault may
+// compact memory first (measured: pp512 15-20% slower when they were).
 constexpr size_t kHugePage = size_t(2) << 20;
 
-void* alloc_bytes(size_t bytes, const Shape& shape) {
-  const bool huge = bytes >= kHugePage;
+void* alloc_bytes(size_t bytes, const Shape& shape, bool huge_pages = false) {
+  const bool huge = huge_pages && bytes >= kHugePage;
   const size_t align = huge ? kHugePage : 64;
   const size_t rounded = (bytes + align - 1) / align * align;
   void* p = std::aligned_alloc(align, rounded ? rounded : align);
@@ -63,7 +65,7 @@ void need_q8(const Tensor& t, const char* what) {
 
 }  // namespace
 
-Tensor Tensor::empty_q8(const Shape& shape, int block_axis) {
+Tensor Tensor::empty_q8(const Shape& shape, int block_axis, bool huge_pages) {
   for (int64_t d : shape)
     if (d < 0) fail("tensor shape {} has a negative dimension", shape_str(shape));
   if (shape.empty() || shape.size() > 2) fail("a q8 tensor has rank 1 or 2, not {}", shape_str(shape));
@@ -72,7 +74,7 @@ Tensor Tensor::empty_q8(const Shape& shape, int block_axis) {
   const int64_t len = shape[size_t(block_axis)];
   const int64_t lines = shape.size() == 1 ? 1 : shape[size_t(1 - block_axis)];
   const size_t bytes = q8_bytes(lines, len);
-  void* p = alloc_bytes(bytes, shape);
+  void* p = alloc_bytes(bytes, shape, huge_pages);
   Tensor t;
   t.data = p;
   t.dtype = DType::Q8;
@@ -101,12 +103,12 @@ size_t Tensor::nbytes() const {
   return size_t(numel()) * dtype_size(dtype);
 }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
-  if (dtype == DType::Q8) return empty_q8(shape, 0);
+Tensor Tensor::empty(const Shape& shape, DType dtype, bool huge_pages) {
+  if (dtype == DType::Q8) return empty_q8(shape, 0, huge_pages);
   for (int64_t d : shape)
     if (d < 0) fail("tensor shape {} has a negative dimension", shape_str(shape));
   const size_t bytes = size_t(strand::numel(shape)) * dtype_size(dtype);
-  void* p = alloc_bytes(bytes, shape);
+  void* p = alloc_bytes(bytes, shape, huge_pages);
   Tensor t;
   t.data = p;
   t.dtype = dtype;
@@ -155,19 +157,25 @@ void transpose_bytes(const void* src, int64_t R, int64_t C, size_t es, void* dst
 
 }  // namespace
 
-Tensor Tensor::to_col_major() const {
-  if (col_major()) {  // a copy of the storage, relabelled
-    Tensor t = col_major_storage().to(dtype);
-    t.shape = shape;
-    t.strides = {1, shape[0]};
-    return t;
-  }
-  if (shape.size() != 2 || dtype == DType::Q8 || dtype == DType::I32 || !contiguous())
-    fail("a column-major copy needs a contiguous f32/f16/bf16/f64 matrix, not a {} tensor of shape {}",
-         dtype_name(dtype), shape_str(shape));
+Tensor Tensor::to_col_major() const { return to_col_major(dtype); }
+
+Tensor Tensor::to_col_major(DType to) const {
+  auto is_float = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; };
+  const bool lines = col_major() && !contiguous();
+  if (shape.size() != 2 || !is_float(dtype) || !is_float(to) || (!lines && !contiguous()))
+    fail("a column-major copy needs a contiguous f32/f16/bf16/f64 matrix and a float dtype, not a {} tensor of "
+         "shape {} to {}",
+         dtype_name(dtype), shape_str(shape), dtype_name(to));
   const int64_t R = shape[0], C = shape[1];
-  Tensor st = empty({C, R}, dtype);  // the storage: C lines of R values
-  transpose_bytes(data, R, C, dtype_size(dtype), st.data);
+  Tensor st = empty({C, R}, to, /*huge_pages=*/true);  // the storage: C lines of R values
+  if (lines) {  // already lines: convert the storage as it is
+    const Tensor src = col_major_storage();
+    const Tensor conv = src.dtype == to ? src : src.to(to);
+    std::memcpy(st.data, conv.data, st.nbytes());
+  } else {
+    const Tensor src = dtype == to ? *this : this->to(to);
+    transpose_bytes(src.data, R, C, dtype_size(to), st.data);
+  }
   Tensor t = st;
   t.shape = shape;
   t.strides = {1, R};
@@ -235,7 +243,7 @@ Tensor Tensor::to_q8(int block_axis) const {
   }
   if (col_major() && !contiguous()) return to(DType::F32).to_q8(block_axis);
   if (!contiguous()) fail("quantization of a non-contiguous tensor of shape {}", shape_str(shape));
-  Tensor out = empty_q8(shape, block_axis);
+  Tensor out = empty_q8(shape, block_axis, /*huge_pages=*/true);  // weights, quantized at load
   const int64_t len = out.q8_len(), lines = out.q8_lines(), lp = q8_padded(len), nb = q8_blocks(len);
   // The values as f32 lines along the block axis: a [K, N] tensor blocked along axis 0 is
   // transposed first (in tiles, so both sides stay in cache).

@@ -41,12 +41,14 @@ struct Tensor {
   std::vector<int64_t> strides;  // in elements
   std::shared_ptr<void> owner;   // keeps `data` alive
 
-  // A new contiguous tensor on the heap (64-byte aligned), uninitialised.
-  static Tensor empty(const Shape& shape, DType dtype);
+  // A new contiguous tensor on the heap (64-byte aligned), uninitialised. huge_pages: for
+  // long-lived tensors (weights) of 2 MiB and more, 2 MiB aligned and offered to the kernel as
+  // transparent huge pages (Linux).
+  static Tensor empty(const Shape& shape, DType dtype, bool huge_pages = false);
   // A view over memory owned by `owner` (contiguous).
   static Tensor view_of(void* data, DType dtype, const Shape& shape, std::shared_ptr<void> owner);
   // A new Q8 tensor (rank 1 or 2) blocked along `block_axis`, uninitialised.
-  static Tensor empty_q8(const Shape& shape, int block_axis);
+  static Tensor empty_q8(const Shape& shape, int block_axis, bool huge_pages = false);
 
   int64_t numel() const { return strand::numel(shape); }
   int64_t dim(int i) const { return shape[size_t(i < 0 ? int(shape.size()) + i : i)]; }
@@ -59,8 +61,10 @@ struct Tensor {
   // A column-major [R, S] tensor's bytes as the row-major [S, R] tensor they are (a view).
   Tensor col_major_storage() const;
   // A column-major copy of a rank-2 f32/f16/bf16/f64 tensor (row-major or column-major),
-  // in the same dtype.
+  // in the same dtype or converted to `to`. Meant for weights: 2 MiB and larger copies are
+  // placed on transparent huge pages.
   Tensor to_col_major() const;
+  Tensor to_col_major(DType to) const;
   bool defined() const { return data != nullptr; }
 
   template <class T>

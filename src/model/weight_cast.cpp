@@ -16,13 +16,7 @@ Tensor convert(const Tensor& t, DType to, int q8_axis) {
 // A per-layer matrix ([in, out]) in `to` and `layout`.
 Tensor convert_matrix(const Tensor& t, DType to, MatrixLayout layout) {
   if (to == DType::Q8 || layout == MatrixLayout::AsLoaded) return convert(t, to, 0);
-  if (t.col_major() && !t.contiguous()) {  // already lines: convert the storage, keep the layout
-    Tensor c = t.col_major_storage().to(to);
-    c.shape = t.shape;
-    c.strides = {1, t.shape[0]};
-    return c;
-  }
-  return (t.dtype == to ? t : t.to(to)).to_col_major();
+  return t.to_col_major(to);
 }
 
 }  // namespace
