@@ -345,7 +345,7 @@ TEST(Devices, CorruptCacheIsIgnoredWithAWarning) {
   good.machine = machine_info();
   good.threads = 2;
   json file = {{"format", "strand-devices"},
-               {"format_version", 1},
+               {"format_version", device_cache_format_version()},
                {"entries", json::array({{{"key", device_cache_key(good.machine, 2)}, {"report", {{"tiers", "oops"}}}}})}};
   std::ofstream(cache.file(), std::ios::trunc) << file.dump();
   DeviceReport r;

@@ -57,6 +57,9 @@ struct CacheLookup {
   std::optional<DeviceReport> report;  // the entry for this key, when there is one
   std::string warning;                 // non-empty: the file exists but was unreadable/corrupt
 };
+// The format_version of the cache file this build writes (a file of another version is
+// measured again and rewritten).
+int device_cache_format_version();
 // The cached entry for this machine and thread count (the machine part is taken live).
 CacheLookup read_device_cache(const MachineInfo& m, int threads);
 // Adds or replaces this report's entry; returns a warning ("" on success). Never throws.
