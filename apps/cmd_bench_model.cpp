@@ -26,6 +26,7 @@ struct BenchModelArgs {
   int reps = 5;
   std::string format = "md";
   bool json = false;
+  bool profile = false;
   uint64_t seed = 1;
   std::string probe = "full";
   double max_seconds = 120;
@@ -65,6 +66,7 @@ int run_bench_model(const BenchModelArgs& a) {
   opt.reps = a.reps;
   opt.seed = a.seed;
   opt.max_seconds = a.max_seconds;
+  opt.profile = a.profile;
   const std::string format = a.json ? "json" : a.format;
   if (format != "md" && format != "csv" && format != "json") fail("--format '{}': use md, csv or json", a.format);
   if (a.probe == "full")
@@ -112,6 +114,9 @@ Command add_bench_model(CLI::App& parent) {
   app->add_option("--probe", a->probe,
                   "where peak and bandwidth come from: full (strand devices' measurement, cached), quick (rough, a "
                   "fraction of a second), off");
+  app->add_flag("--profile", a->profile,
+                "after each test's timed runs, one more run with every node timed on its own: where the time goes, "
+                "by kind of node");
   app->add_option("--max-seconds", a->max_seconds,
                   "skip a chain picked by default when its estimated run exceeds this (named chains always run)")
       ->check(CLI::Range(0.0, 1e9));
@@ -123,6 +128,7 @@ Command add_bench_model(CLI::App& parent) {
       "Example:\n"
       "  strand bench model --backend 'cpu;blas,cpu' --threads 1,2 --weights f32,f16,int8 -p 512 -n 128\n"
       "  strand bench model -m ./gpt2 --format csv\n"
+      "  strand bench model --backend cpu -p 0 -n 64 --weights f16 --profile\n"
       "  strand bench model -m tests/fixtures/gpt2/tiny-f32 --backend naive -p 16 -n 4 --reps 2 --json");
   c.run = [a]() -> int { return run_bench_model(*a); };
   return c;

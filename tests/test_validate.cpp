@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -315,6 +316,45 @@ TEST(BenchModelCli, JsonIsOneValueWithTheExpectedFields) {
   EXPECT_GT(tg["bandwidth_gbs"].get<double>(), 0);
   EXPECT_GT(tg["pct_bandwidth"].get<double>(), 0);
   EXPECT_FALSE(pp.contains("bandwidth_source"));  // pp has no bandwidth bound
+}
+
+TEST(BenchModelCli, ProfileSaysWhereTheTimeGoes) {
+  const std::string model = (source_dir() / "tests/fixtures/gpt2/tiny-f32").string();
+  const RunResult r = run_strand({"bench", "model", "-m", model, "-p", "9", "-n", "3", "--reps", "1", "--backend",
+                                  "naive", "--probe", "off", "--profile", "--json"},
+                                 300);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  const json j = parse_one(r);
+  ASSERT_EQ(j["results"].size(), 2u) << j.dump(2);
+  const Gpt2Config cfg = Gpt2Model::load(model).config;
+  for (const json& res : j["results"]) {
+    SCOPED_TRACE(res["test"].get<std::string>());
+    ASSERT_TRUE(res.contains("profile")) << res.dump(2);
+    const json& p = res["profile"];
+    double sum = 0, prev = 1e300;
+    std::map<std::string, int64_t> calls;
+    for (const json& e : p["nodes"]) {
+      const double s = e["seconds"].get<double>();
+      EXPECT_GE(s, 0);
+      EXPECT_LE(s, prev);  // largest first
+      prev = s;
+      sum += s;
+      calls[e["kind"].get<std::string>()] = e["calls"].get<int64_t>();
+    }
+    EXPECT_NEAR(sum, p["seconds"].get<double>(), 1e-9 + 1e-6 * sum);
+    // Layers are folded together: one entry per kind, a call per layer per forward pass.
+    const int64_t passes = res["test"] == "tg3" ? 3 : 1;
+    EXPECT_EQ(calls["linear mlp.c_fc"], cfg.n_layer * passes);
+    EXPECT_EQ(calls["attention attn"], cfg.n_layer * passes);
+    EXPECT_EQ(calls["matmul lm_head"], passes);
+  }
+  const RunResult md = run_strand({"bench", "model", "-m", model, "-p", "9", "-n", "0", "--reps", "1", "--backend",
+                                   "naive", "--probe", "off", "--profile"},
+                                  300);
+  ASSERT_EQ(md.exit_code, 0) << md.describe();
+  EXPECT_NE(md.out.find("profile: naive | "), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find(" | f32 | pp9: one more run"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("| linear mlp.c_fc |"), std::string::npos) << md.out;
 }
 
 TEST(BenchModelCli, MarkdownAndCsv) {

@@ -375,6 +375,21 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           r.tps_max = st.max;
         };
 
+        // --profile: one more run of a test on a runner that times every node.
+        auto profile_run = [&](BenchResult& r, const std::function<void(Gpt2Runner&, KvCache&)>& test) {
+          if (!opt.profile) return;
+          progress(fmt::format("{} | {} thread(s) | {} | {}: profiled run", cname, nthreads, wname, r.test));
+          RunnerOptions ro;
+          ro.time_nodes = true;
+          Gpt2Runner pr(m, chain, ro);
+          cache.len = 0;  // the timed runs' cache: its pages are already in place
+          test(pr, cache);
+          for (const auto& [kind, e] : pr.node_times().by_kind) r.profile.push_back({kind, e.seconds, e.calls});
+          std::sort(r.profile.begin(), r.profile.end(),
+                    [](const auto& x, const auto& y) { return x.seconds > y.seconds; });
+          r.profile_seconds = pr.node_times().total();
+        };
+
         if (opt.prompt_tokens > 0) {
           BenchResult r = make_result(fmt::format("pp{}", opt.prompt_tokens), opt.prompt_tokens);
           double cold = 0;
@@ -395,6 +410,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           r.flops = pp_flops;
           r.gflops = r.tps_median > 0 ? pp_flops * r.tps_median / r.tokens / 1e9 : 0;
           r.pct_peak = peak > 0 ? 100.0 * r.gflops / peak : 0;
+          profile_run(r, [&](Gpt2Runner& pr, KvCache& pc) { pr.forward(pp_ids, pc, false); });
           rep.results.push_back(r);
         }
         if (opt.gen_tokens > 0) {
@@ -445,6 +461,11 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
             r.pct_bandwidth = bd.bandwidth_gbs > 0 ? 100.0 * r.gbs / bd.bandwidth_gbs : 0;
             r.bandwidth_source = bd.bandwidth_gbs > 0 ? "the probe's" : "";
           }
+          profile_run(r, [&](Gpt2Runner& pr, KvCache& pc) {
+            pr.forward(tg_prompt_ids, pc, false);
+            pr.clear_node_times();  // the decode steps only
+            for (int k = 0; k < opt.gen_tokens; ++k) pr.forward(std::span<const int32_t>(&tg_ids[size_t(k)], 1), pc, false);
+          });
           rep.results.push_back(r);
         }
       }
@@ -518,6 +539,17 @@ std::string ModelBenchReport::markdown() const {
   if (!skipped.empty()) s += "\n";
   for (const auto& n : notes) s += "\nnote: " + n;
   if (!notes.empty()) s += "\n";
+  for (const auto& r : results) {
+    if (r.profile.empty()) continue;
+    const double per = r.test.rfind("tg", 0) == 0 ? double(r.tokens) : 1.0;
+    s += fmt::format("\nprofile: {} | {} thread(s) | {} | {}: one more run, every node timed on its own ({:.3f} ms{}; "
+                     "per-call overheads included)\n",
+                     r.chain, r.threads, r.weights, r.test, 1e3 * r.profile_seconds / per, per > 1 ? " per token" : "");
+    s += "\n| node kind | ms | share | calls |\n|---|---:|---:|---:|\n";
+    for (const auto& e : r.profile)
+      s += fmt::format("| {} | {:.4g} | {:.1f}% | {} |\n", e.kind, 1e3 * e.seconds / per,
+                       r.profile_seconds > 0 ? 100.0 * e.seconds / r.profile_seconds : 0.0, e.calls);
+  }
   return s;
 }
 
@@ -566,6 +598,11 @@ json ModelBenchReport::to_json() const {
       x["bandwidth_gbs"] = r.bandwidth_gbs > 0 ? json(r.bandwidth_gbs) : json(nullptr);
       x["pct_bandwidth"] = r.bandwidth_gbs > 0 ? json(r.pct_bandwidth) : json(nullptr);
       x["bandwidth_source"] = r.bandwidth_source.empty() ? json(nullptr) : json(r.bandwidth_source);
+    }
+    if (!r.profile.empty()) {
+      json pr = json::array();
+      for (const auto& e : r.profile) pr.push_back({{"kind", e.kind}, {"seconds", e.seconds}, {"calls", e.calls}});
+      x["profile"] = {{"seconds", r.profile_seconds}, {"nodes", pr}};
     }
     rs.push_back(x);
   }

@@ -52,6 +52,9 @@ struct ModelBenchOptions {
   double max_seconds = 120;
   enum class Probe { Full, Quick, Off } probe = Probe::Full;  // peaks and bandwidth: measured/cached, rough, none
   std::function<void(const std::string&)> progress;            // progress lines (may be empty)
+  // After each test's timed runs, one more run with every node timed on its own
+  // (RunOptions::time_nodes); the result's `profile` lists where that run's time went.
+  bool profile = false;
 };
 
 struct BenchResult {
@@ -76,6 +79,13 @@ struct BenchResult {
   double bandwidth_gbs = 0;          // tg: memory read bandwidth the runs are compared with (0: unknown)
   double pct_bandwidth = 0;          // tg: median over the warm runs of GB/s ÷ the bandwidth of its moment
   std::string bandwidth_source;      // "measured around each run", "the probe's" or ""
+  struct ProfileEntry {
+    std::string kind;      // "linear mlp.c_fc", "attention", ... (layers folded together)
+    double seconds = 0;    // in the profiled run
+    int64_t calls = 0;
+  };
+  std::vector<ProfileEntry> profile;  // with --profile: largest first
+  double profile_seconds = 0;         // the profiled run's total node time
 };
 
 struct BenchSkip {

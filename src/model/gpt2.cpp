@@ -88,6 +88,27 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
   return fg;
 }
 
+namespace {
+
+// "h.3.attn.c_attn" -> "linear attn.c_attn": the op and the node's name without its layer.
+std::string node_kind(const Node& nd) {
+  std::string name = nd.name;
+  if (name.rfind("h.", 0) == 0) {
+    const size_t dot = name.find('.', 2);
+    name = dot == std::string::npos ? name : name.substr(dot + 1);
+  }
+  const std::string op(op_name(nd.op));
+  return name == op ? op : op + " " + name;
+}
+
+}  // namespace
+
+double NodeTimes::total() const {
+  double t = 0;
+  for (const auto& [k, e] : by_kind) t += e.seconds;
+  return t;
+}
+
 Gpt2Runner::Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backend>> chain, RunnerOptions opt)
     : model_(model), chain_(std::move(chain)), opt_(opt) {
   if (chain_.empty()) fail("no tier to run the model on");
@@ -132,8 +153,15 @@ Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool al
   }
   RunOptions ro;
   ro.poison = opt_.poison;
+  ro.time_nodes = opt_.time_nodes;
   const RunStats st = execute(fg.graph, plan, values, ro);
   seconds_ += st.seconds;
+  for (size_t n = 0; n < st.node_seconds.size(); ++n) {
+    const Node& nd = fg.graph.node(NodeId(n));
+    NodeTimes::Entry& e = node_times_.by_kind[node_kind(nd)];
+    e.seconds += st.node_seconds[n];
+    ++e.calls;
+  }
   cache.len += t;
 
   Tensor logits = values[size_t(fg.logits)];

@@ -9,6 +9,7 @@
 // Gpt2Runner plans that graph on a chain of tiers and executes it.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -41,6 +42,18 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
 struct RunnerOptions {
   bool strict = false;  // --no-fallback
   bool poison = false;  // NaN-fill every intermediate before running
+  bool time_nodes = false;  // time every node (RunOptions::time_nodes) into node_times()
+};
+
+// Where forward passes spent their time, by kind of node: "linear attn.c_attn",
+// "matmul lm_head", "attention", "layernorm", ... (layers folded together).
+struct NodeTimes {
+  struct Entry {
+    double seconds = 0;
+    int64_t calls = 0;
+  };
+  std::map<std::string, Entry> by_kind;
+  double total() const;
 };
 
 class Gpt2Runner {
@@ -59,6 +72,8 @@ class Gpt2Runner {
   const Plan& last_plan() const { return last_plan_; }
   const Graph& last_graph() const { return last_graph_; }
   double seconds() const { return seconds_; }  // time spent executing graphs so far
+  const NodeTimes& node_times() const { return node_times_; }  // with RunnerOptions::time_nodes
+  void clear_node_times() { node_times_ = {}; }
 
  private:
   const Gpt2Model& model_;
@@ -67,6 +82,7 @@ class Gpt2Runner {
   Plan last_plan_;
   Graph last_graph_;
   double seconds_ = 0;
+  NodeTimes node_times_;
 };
 
 }  // namespace strand

@@ -103,11 +103,21 @@ RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, 
   }
   RunStats stats;
   const auto t0 = std::chrono::steady_clock::now();
+  if (opt.time_nodes) stats.node_seconds.assign(g.nodes().size(), 0.0);
   for (const Segment& seg : plan.segments) {
     const auto s0 = std::chrono::steady_clock::now();
     Backend& b = *plan.chain[size_t(seg.tier)];
-    b.run(g, seg.nodes, values);
-    b.sync();
+    if (opt.time_nodes) {
+      for (const NodeId n : seg.nodes) {
+        const auto n0 = std::chrono::steady_clock::now();
+        b.run(g, std::span<const NodeId>(&n, 1), values);
+        b.sync();
+        stats.node_seconds[size_t(n)] = std::chrono::duration<double>(std::chrono::steady_clock::now() - n0).count();
+      }
+    } else {
+      b.run(g, seg.nodes, values);
+      b.sync();
+    }
     stats.segment_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

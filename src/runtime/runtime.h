@@ -14,10 +14,15 @@ namespace strand {
 
 struct RunOptions {
   bool poison = false;  // fill outputs with NaN before running
+  // Hand the tiers one node at a time (each call followed by the tier's sync) and time each:
+  // where a run's time goes, at the price of the tiers' per-call overhead and of any fusion
+  // a tier does across the nodes of a segment.
+  bool time_nodes = false;
 };
 
 struct RunStats {
   std::vector<double> segment_seconds;  // one per plan segment
+  std::vector<double> node_seconds;     // with time_nodes: one per graph node (else empty)
   double seconds = 0;
 };
 
