@@ -25,6 +25,7 @@
 #include "model/gpt2.h"
 #include "planner/planner.h"
 #include "validate/opcheck.h"
+#include "validate/validate.h"
 
 using namespace strand;
 using json = nlohmann::json;
@@ -129,14 +130,51 @@ TEST(BlasTier, MatmulAndLinearMatchTheFloat64Reference) {
                      fmt::format("matmul [{}, {}] x [{}, {}] trans_b", M, K, N, K)});
     cases.push_back({OpKind::Linear, {{M, K}, {K, N}, {N}}, {DType::F32, DType::F32, DType::F32}, Attrs{},
                      fmt::format("linear [{}, {}] x [{}, {}] + [{}]", M, K, K, N, N)});
+    // Column-major weights (how strand runs models): read through CblasTrans, and back.
+    cases.push_back(cases.back());
+    cases.back().col_major_weight = true;
+    cases.back().label += " col-major";
+    cases.push_back({OpKind::MatMul, {{M, K}, {N, K}}, {DType::F32, DType::F32}, a,
+                     fmt::format("matmul [{}, {}] x [{}, {}] trans_b col-major", M, K, N, K)});
+    cases.back().col_major_weight = true;
   }
-  ASSERT_GT(cases.size(), 27u);
+  ASSERT_GT(cases.size(), 45u);
   for (size_t i = 0; i < cases.size(); ++i) {
     const OpCheck r = check_op(cases[i], blas, seed + i);
     EXPECT_TRUE(r.supported) << r.label << ": " << r.reason;
     EXPECT_TRUE(r.pass) << r.label << ": err " << r.err << " > tolerance " << r.tolerance << " (naive " << r.naive_err
                         << ")" << (r.unwritten ? ", left elements unwritten" : "") << " " << r.reason;
   }
+}
+
+TEST(BlasTier, ValidateChecksEveryProductWhateverTheCrossover) {
+  // A crossover says where blas is worth it, not whether it is right: validate runs blas on
+  // every f32 product even where the measured crossover would have it claim none.
+  SKIP_UNLESS_BLAS();
+  TempCacheDir cache;
+  DeviceReport dr;
+  dr.machine = machine_info();
+  dr.threads = default_thread_count();
+  dr.blas_crossover_flops = std::numeric_limits<double>::infinity();  // "never"
+  dr.crossover_vs = "cpu";
+  ASSERT_EQ(write_device_cache(dr), "");
+  const OneNode big(OpKind::MatMul, {{512, 768}, {768, 3072}}, {DType::F32, DType::F32});
+  ASSERT_FALSE(big.ask(*make_blas_backend()).ok);  // as placed in a chain: it claims nothing
+  ValidateOptions o;
+  o.seed = 5;
+  o.cases_per_op = 1;
+  o.large_cases = false;
+  o.models = false;
+  o.tiers = {std::shared_ptr<Backend>(make_blas_backend()), std::shared_ptr<Backend>(make_naive_backend())};
+  const ValidateReport r = run_validate(o);
+  bool saw = false;
+  for (const OpTierResult& row : r.ops)
+    if (row.tier == "blas" && (row.op == "matmul" || row.op == "linear") && row.dtype == DType::F32) {
+      saw = true;
+      EXPECT_GT(row.ran, 0) << row.op << ": " << row.reason;
+      EXPECT_EQ(row.status, CheckStatus::Pass) << row.op;
+    }
+  EXPECT_TRUE(saw);
 }
 
 TEST(BlasTier, StridedAndZeroDepthOperands) {
