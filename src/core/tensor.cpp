@@ -144,15 +144,22 @@ namespace {
 
 // dst[c * R + r] = src[r * C + c] for an R x C matrix of `es`-byte elements, in tiles so both
 // sides stay in cache.
-void transpose_bytes(const void* src, int64_t R, int64_t C, size_t es, void* dst) {
-  const char* s = static_cast<const char*>(src);
-  char* d = static_cast<char*>(dst);
+template <class E>
+void transpose_tiles(const E* s, int64_t R, int64_t C, E* d) {
   constexpr int64_t kTile = 32;
   for (int64_t r0 = 0; r0 < R; r0 += kTile)
     for (int64_t c0 = 0; c0 < C; c0 += kTile)
       for (int64_t r = r0; r < std::min(R, r0 + kTile); ++r)
-        for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c)
-          std::memcpy(d + size_t(c * R + r) * es, s + size_t(r * C + c) * es, es);
+        for (int64_t c = c0; c < std::min(C, c0 + kTile); ++c) d[c * R + r] = s[r * C + c];
+}
+
+void transpose_bytes(const void* src, int64_t R, int64_t C, size_t es, void* dst) {
+  switch (es) {
+    case 2: transpose_tiles(static_cast<const uint16_t*>(src), R, C, static_cast<uint16_t*>(dst)); break;
+    case 4: transpose_tiles(static_cast<const uint32_t*>(src), R, C, static_cast<uint32_t*>(dst)); break;
+    case 8: transpose_tiles(static_cast<const uint64_t*>(src), R, C, static_cast<uint64_t*>(dst)); break;
+    default: fail("internal: transpose of {}-byte elements", es);
+  }
 }
 
 }  // namespace
@@ -161,7 +168,7 @@ Tensor Tensor::to_col_major() const { return to_col_major(dtype); }
 
 Tensor Tensor::to_col_major(DType to) const {
   auto is_float = [](DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; };
-  const bool lines = col_major() && !contiguous();
+  const bool lines = col_major() && !contiguous();  // (a contiguous 1 x 1 is read as rows)
   if (shape.size() != 2 || !is_float(dtype) || !is_float(to) || (!lines && !contiguous()))
     fail("a column-major copy needs a contiguous f32/f16/bf16/f64 matrix and a float dtype, not a {} tensor of "
          "shape {} to {}",

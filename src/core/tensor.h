@@ -55,8 +55,8 @@ struct Tensor {
   int rank() const { return int(shape.size()); }
   size_t nbytes() const;  // storage bytes (Q8: payload with its padding, and the scales)
   bool contiguous() const;
-  // Rank 2, not Q8, strides {1, R} for shape [R, S] (see the header comment). Matrices with
-  // a dimension of 1 are both contiguous and column-major when their strides say so.
+  // Rank 2, f32/f16/bf16/f64, strides {1, R} for shape [R, S] (see the header comment). A
+  // 1 x 1 matrix can be both this and contiguous(): either reading is then right.
   bool col_major() const;
   // A column-major [R, S] tensor's bytes as the row-major [S, R] tensor they are (a view).
   Tensor col_major_storage() const;

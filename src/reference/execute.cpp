@@ -26,7 +26,7 @@ Tensor as(const Tensor& t) {
 // is in T).
 template <class T>
 std::pair<Tensor, bool> weight_as(const Tensor& w, bool trans_b) {
-  if (w.col_major() && !w.contiguous()) return {as<T>(w.col_major_storage()), !trans_b};
+  if (w.col_major()) return {as<T>(w.col_major_storage()), !trans_b};
   return {as<T>(w), trans_b};
 }
 

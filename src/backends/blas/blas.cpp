@@ -126,7 +126,7 @@ class BlasBackend final : public Backend {
       const Operand A = operand(values[size_t(nd.inputs[0])], nd.name);
       // A column-major weight (core/tensor.h) is its row-major storage, transposed.
       const Tensor& wt = values[size_t(nd.inputs[1])];
-      const bool lines = wt.col_major() && !wt.contiguous();
+      const bool lines = wt.col_major();
       if (lines) trans_b = !trans_b;
       const Operand B = operand(lines ? wt.col_major_storage() : wt, nd.name);
       Tensor& out = values[size_t(nd.output)];

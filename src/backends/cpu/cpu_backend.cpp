@@ -162,7 +162,7 @@ const float* CpuBackend::as_f32(const Tensor& t, int slot, const std::string& no
 void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bool trans_b, const float* bias, Tensor& out) {
   const float* A = f32_data(a, nd.name, "a");
   // A column-major weight (see core/tensor.h) is its row-major storage read transposed.
-  const bool lines = b_in.dtype != DType::Q8 && b_in.col_major() && !b_in.contiguous();
+  const bool lines = b_in.col_major();
   const Tensor b = lines ? b_in.col_major_storage() : b_in;
   if (lines) trans_b = !trans_b;
   const int64_t M = a.dim(0), K = a.dim(1), N = out.dim(1);
