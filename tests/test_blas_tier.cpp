@@ -72,6 +72,18 @@ bool blas_built() { return blas_library_info().built; }
 #define SKIP_UNLESS_BLAS()                                                                   \
   if (!blas_built()) GTEST_SKIP() << "blas tier not built: " << make_blas_backend()->probe().reason
 
+// Writes a devices-cache entry for this machine at strand's thread count with the given blas
+// crossover (infinity: "never"), as `strand devices` would after measuring it.
+DeviceReport write_crossover(double flops) {
+  DeviceReport r;
+  r.machine = machine_info();
+  r.threads = default_thread_count();
+  r.blas_crossover_flops = flops;
+  r.crossover_vs = "cpu";
+  EXPECT_EQ(write_device_cache(r), "");
+  return r;
+}
+
 std::shared_ptr<Backend> blas_claiming_everything() {
   return make_blas_backend(BlasOptions{BlasCrossover{0, false, "test: claims every product"}, 0});
 }
@@ -152,12 +164,7 @@ TEST(BlasTier, ValidateChecksEveryProductWhateverTheCrossover) {
   // every f32 product even where the measured crossover would have it claim none.
   SKIP_UNLESS_BLAS();
   TempCacheDir cache;
-  DeviceReport dr;
-  dr.machine = machine_info();
-  dr.threads = default_thread_count();
-  dr.blas_crossover_flops = std::numeric_limits<double>::infinity();  // "never"
-  dr.crossover_vs = "cpu";
-  ASSERT_EQ(write_device_cache(dr), "");
+  write_crossover(std::numeric_limits<double>::infinity());  // "never"
   const OneNode big(OpKind::MatMul, {{512, 768}, {768, 3072}}, {DType::F32, DType::F32});
   ASSERT_FALSE(big.ask(*make_blas_backend()).ok);  // as placed in a chain: it claims nothing
   ValidateOptions o;
@@ -264,12 +271,7 @@ TEST(BlasTier, DeclinesWithReasons) {
 TEST(BlasTier, UsesTheMeasuredCrossoverFromTheCache) {
   SKIP_UNLESS_BLAS();
   TempCacheDir cache;
-  DeviceReport r;
-  r.machine = machine_info();
-  r.threads = default_thread_count();
-  r.blas_crossover_flops = 5e5;
-  r.crossover_vs = "cpu";
-  ASSERT_EQ(write_device_cache(r), "");
+  DeviceReport r = write_crossover(5e5);
   const BlasCrossover c = blas_crossover_for(r.threads);
   EXPECT_TRUE(c.measured);
   EXPECT_EQ(c.flops, 5e5);
