@@ -302,7 +302,7 @@ double load_as_double(const Tensor& t, int64_t i) {
   return 0;
 }
 
-Tensor Tensor::to(DType dst) const {
+Tensor Tensor::to(DType dst, bool huge_pages) const {
   if (dtype == DType::Q8) {
     if (dst == DType::Q8) {
       Tensor out = empty_q8(shape, q8_axis());
@@ -320,13 +320,13 @@ Tensor Tensor::to(DType dst) const {
   }
   if (col_major() && !contiguous()) {  // convert the storage, then transpose it back to rows
     const Tensor st = col_major_storage().to(dst == DType::Q8 ? DType::F32 : dst);
-    Tensor out = empty(shape, st.dtype);
+    Tensor out = empty(shape, st.dtype, huge_pages);
     transpose_bytes(st.data, shape[1], shape[0], dtype_size(st.dtype), out.data);
     return dst == DType::Q8 ? out.to_q8(0) : out;
   }
   if (dst == DType::Q8) return to_q8(0);
   if (!contiguous()) fail("conversion of a non-contiguous tensor of shape {}", shape_str(shape));
-  Tensor out = empty(shape, dst);
+  Tensor out = empty(shape, dst, huge_pages);
   const int64_t n = numel();
   if (dst == dtype) {
     std::memcpy(out.data, data, nbytes());

@@ -76,8 +76,9 @@ struct Tensor {
   Tensor reshape(const Shape& s) const;
   // Contiguous copy converted to `to` (f32/f16/bf16/f64 among each other; from Q8 by
   // dequantizing; to Q8 by quantizing along axis 0, as to_q8(0)). Column-major tensors are
-  // converted too; other non-contiguous views are refused.
-  Tensor to(DType to) const;
+  // converted too; other non-contiguous views are refused. huge_pages: as for empty(), for a
+  // copy that lives long (a weight converted at load).
+  Tensor to(DType to, bool huge_pages = false) const;
   // Quantized copy (rank 1 or 2) in blocks of kQ8Block along `block_axis`: each block's scale
   // is max|v| / 127 and q = round-to-nearest-even(v / scale). Non-finite values are an error.
   Tensor to_q8(int block_axis) const;

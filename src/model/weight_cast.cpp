@@ -10,7 +10,7 @@ namespace {
 // the source's memory map).
 Tensor convert(const Tensor& t, DType to, int q8_axis) {
   if (to == DType::Q8) return t.to_q8(q8_axis);
-  return t.to(to);
+  return t.to(to, /*huge_pages=*/true);
 }
 
 // A per-layer matrix ([in, out]) in `to` and `layout`.
@@ -37,8 +37,10 @@ Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layou
   o.dtype = to;
   auto f32 = [](const Tensor& t) { return t.to(DType::F32); };
   const bool q8 = to == DType::Q8;
-  o.wte = q8 ? w.wte : w.wte.to(to);
-  o.wpe = q8 ? w.wpe : w.wpe.to(to);
+  // wte is also the lm_head of a tied model, the largest matrix a decode step reads: on huge
+  // pages like the other weights (Tensor::empty).
+  o.wte = q8 ? w.wte : w.wte.to(to, /*huge_pages=*/true);
+  o.wpe = q8 ? w.wpe : w.wpe.to(to, /*huge_pages=*/true);
   if (q8) o.file = w.file;  // wte/wpe may still be views of the mapped file
   for (const Gpt2Layer& L : w.layers) {
     Gpt2Layer n;
