@@ -252,6 +252,8 @@ TEST(Tensor, WeightCopiesStartOnHugePageBoundaries) {
   for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = float(i % 7);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(f.to_q8(0).data) % huge, 0u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(Tensor::empty({1024, 1024}, DType::F32, true).data) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.to(DType::F16, /*huge_pages=*/true).data) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.to_col_major().to(DType::F32, /*huge_pages=*/true).data) % huge, 0u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(Tensor::empty({7, 9}, DType::F32).data) % 64, 0u);
 }
 
