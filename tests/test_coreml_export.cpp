@@ -26,6 +26,7 @@
 #include "export/coreml/gpt2_export.h"
 #include "export/coreml/segment.h"
 #include "model/gpt2.h"
+#include "model/weight_cast.h"
 #include "planner/planner.h"
 #include "reference/execute.h"
 
@@ -316,6 +317,23 @@ TEST(CoremlExport, OtherActivationsMatch) {
     const Errors e = prefill_then_decode(model, random_ids(seed, 6, 61), 6, 8, {}, dir);
     EXPECT_LE(e.reader, 2 * e.f16) << "fp16 emulation error " << e.f16;
   }
+}
+
+TEST(CoremlExport, ColumnMajorWeightsExportTheSameBlob) {
+  // The coreml tier exports the weights the runner holds, which strand stores column-major:
+  // the package must not depend on the storage layout.
+  ScratchDir dir("coreml");
+  const Gpt2Model model = Gpt2Model::load(kFixtures + "tiny-f32");
+  Gpt2Model cm = model;
+  cm.weights = cast_gpt2_weights(model.weights, DType::F32, MatrixLayout::ColMajor);
+  ASSERT_TRUE(cm.weights.layers[0].fc_w.col_major());
+  const coreml::ExportResult a = coreml::export_gpt2_coreml(model, (dir / "rows.mlpackage").string(), {});
+  const coreml::ExportResult b = coreml::export_gpt2_coreml(cm, (dir / "lines.mlpackage").string(), {});
+  const std::string wa = cli_test::read_file(dir / "rows.mlpackage/Data/com.apple.CoreML/weights/weight.bin");
+  const std::string wb = cli_test::read_file(dir / "lines.mlpackage/Data/com.apple.CoreML/weights/weight.bin");
+  ASSERT_FALSE(wa.empty());
+  EXPECT_TRUE(wa == wb);
+  EXPECT_EQ(a.content_hash, b.content_hash);
 }
 
 TEST(CoremlExport, WeightBlobLayout) {
