@@ -236,6 +236,10 @@ TEST(Devices, QuickProbeMeasuresEveryUsableTier) {
   EXPECT_TRUE(r.quick);
   EXPECT_EQ(r.threads, 2);
   EXPECT_GT(r.bandwidth_gbs, 0);
+  // Measured twice, before and after the tiers; the higher one is the figure.
+  EXPECT_NE(r.bandwidth_detail.find(" s later: "), std::string::npos) << r.bandwidth_detail;
+  EXPECT_NE(r.bandwidth_detail.find(fmt::format("{:.1f}", r.bandwidth_gbs)), std::string::npos)
+      << r.bandwidth_detail;
   EXPECT_FALSE(fs::exists(cache.file())) << "a quick probe must not be cached";
 
   const TierPeak* naive = find_tier(r, "naive");
