@@ -23,6 +23,11 @@ using cpu::ThreadPool;
 
 // Work below this many elements runs on the calling thread (waking the pool costs more).
 constexpr int64_t kMinParallel = 16384;
+// A one-row product is split over the threads only when each gets at least this much of the
+// weight to read (a wake-up and join cost about as much as streaming ~100-200 KiB here).
+constexpr int64_t kMinGemvBytesPerThread = 256 << 10;
+// Attention is split over the threads only when each gets at least this many multiply-adds.
+constexpr int64_t kMinParallelAttention = 65536;
 
 bool is_float_storage(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8; }
 bool is_gemm_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8; }
@@ -192,7 +197,9 @@ void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, boo
     g.y = C;
     g.ldy = N;
     g.bias = bias;
-    const int64_t min_cols = std::max<int64_t>(16, kMinParallel / std::max<int64_t>(1, K));
+    // Each thread gets at least kMinGemvBytesPerThread of B, or the wake-up is not worth it.
+    const int64_t min_cols =
+        std::max<int64_t>(16, kMinGemvBytesPerThread / std::max<int64_t>(1, K * int64_t(dtype_size(b.dtype))));
     if (trans_b)
       cpu::parallel_ranges(pool, N, 4, min_cols, [&](int64_t s, int64_t e) { k_.gemv_nk(g, s, e); });
     else
@@ -222,8 +229,9 @@ void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, boo
 void CpuBackend::gemv_kn_split_k(const cpu::GemvArgs& g, ThreadPool* pool) {
   const int64_t bytes = g.K * g.N * int64_t(dtype_size(g.b_dtype));
   int threads = pool ? pool->size() : 1;
-  // Each thread gets at least 64 KiB of B and 8 rows, or the wake-up is not worth it.
-  threads = int(std::min<int64_t>({int64_t(threads), std::max<int64_t>(1, bytes / 65536), std::max<int64_t>(1, g.K / 8)}));
+  // Each thread gets at least kMinGemvBytesPerThread of B and 8 rows, or the wake-up is not worth it.
+  threads = int(std::min<int64_t>(
+      {int64_t(threads), std::max<int64_t>(1, bytes / kMinGemvBytesPerThread), std::max<int64_t>(1, g.K / 8)}));
   if (threads <= 1) {
     k_.gemv_kn(g, 0, g.N);
     return;
@@ -399,7 +407,7 @@ void CpuBackend::exec(const Node& nd, std::vector<Tensor>& values) {
         if (s.size() < need) s.resize(need);
       // A unit's work is about (past + T) * D multiply-adds: tiny decode steps stay on one thread.
       const int64_t per_unit = (a.past + a.T) * a.D * (decode ? 2 : 2 * cpu::kAttnQueryBlock);
-      const int64_t min_units = std::max<int64_t>(1, kMinParallel / std::max<int64_t>(1, per_unit));
+      const int64_t min_units = std::max<int64_t>(1, kMinParallelAttention / std::max<int64_t>(1, per_unit));
       cpu::parallel_ranges_t(pool, units, 1, min_units, [&](int t, int64_t s, int64_t e) {
         float* scratch = attn_scratch_[size_t(t)].data();
         if (decode) k.attn_decode(a, s, e, scratch);
