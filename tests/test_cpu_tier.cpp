@@ -577,6 +577,39 @@ TEST(CpuModel, ColumnMajorMatricesGiveTheSameModel) {
   EXPECT_EQ(q.layers[0].fc_w.q8_axis(), 0);
 }
 
+TEST(CpuModel, SmallModelsDoNotWakeTheOtherThreads) {
+  // Waking the pool costs about as much as streaming ~100-200 KiB: a decode step of a tiny
+  // model stays on the calling thread, a GPT-2-sized one-row product does not.
+  cpu::ThreadPool& pool = cpu::ThreadPool::global();
+  const int before_threads = pool.size();
+  cpu::ThreadPool::set_global_threads(2);
+  // `strand demo`'s shape: 128 channels, 4 heads; decode after a 300-token prompt.
+  Gpt2Model model;
+  model.config.n_layer = 2;
+  model.config.n_embd = 128;
+  model.config.n_head = 4;
+  model.config.n_positions = 320;
+  model.config.vocab_size = 300;
+  model.config.n_inner = 512;
+  model.config.validate("test");
+  model.weights = cast_gpt2_weights(random_gpt2_weights(model.config, 5, DType::F32), DType::F32, MatrixLayout::ColMajor);
+  Gpt2Runner r(model, {cpu_tier()});
+  KvCache c = r.new_cache();
+  std::vector<int32_t> prompt(300);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(i % 300);
+  r.forward(prompt, c, false);
+  const uint64_t runs0 = pool.parallel_runs();
+  for (int32_t t = 0; t < 8; ++t) r.forward(std::vector<int32_t>{t}, c, false);
+  EXPECT_EQ(pool.parallel_runs(), runs0) << "a decode step of a 128-channel model woke the pool";
+
+  OpCase big = make_case(OpKind::Linear, {{1, 768}, {768, 3072}, {3072}}, {DType::F32, DType::F32, DType::F32}, {});
+  big.col_major_weight = true;
+  const uint64_t runs1 = pool.parallel_runs();
+  expect_pass(check_op(big, cpu_tier(), 77), 77);
+  EXPECT_GT(pool.parallel_runs(), runs1) << "a 9 MiB one-row product stayed on one thread";
+  cpu::ThreadPool::set_global_threads(before_threads);
+}
+
 TEST(CpuModel, Q8WeightsEndToEnd) {
   for (const std::string name : {"tiny-f32", "tiny-gelu"}) {
     SCOPED_TRACE(name);

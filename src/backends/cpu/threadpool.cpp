@@ -51,6 +51,7 @@ struct ThreadPool::Impl {
 
   const std::function<void(int)>* job = nullptr;
   std::atomic<uint64_t> gen{0};
+  std::atomic<uint64_t> parallel_runs{0};
   std::atomic<int> pending{0};
   std::atomic<int> sleepers{0};
   std::atomic<bool> stop{false};
@@ -152,6 +153,8 @@ ThreadPool::~ThreadPool() {
 
 int ThreadPool::size() const { return impl_->n; }
 
+uint64_t ThreadPool::parallel_runs() const { return impl_->parallel_runs.load(std::memory_order_relaxed); }
+
 void ThreadPool::resize(int n_threads) {
   if (tls_in_run) throw std::logic_error("ThreadPool::resize called from inside a run");
   const int n = n_threads > 0 ? std::min(n_threads, kMaxThreads) : default_threads();
@@ -170,6 +173,7 @@ void ThreadPool::run(const std::function<void(int thread)>& fn) {
     for (int t = 0; t < p.n; ++t) fn(t);
     return;
   }
+  p.parallel_runs.fetch_add(1, std::memory_order_relaxed);
   p.job = &fn;
   p.err = nullptr;
   p.pending.store(p.n - 1, std::memory_order_relaxed);

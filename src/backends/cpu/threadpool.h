@@ -24,6 +24,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const;  // threads taking part in a run, the caller included
+  // Runs so far that woke the workers (not counting runs done on the calling thread alone):
+  // for tests and profiles of when work is worth splitting.
+  uint64_t parallel_runs() const;
   // Calls fn(thread_index) once on each of size() threads (the caller is thread 0) and
   // returns when all are done. Not re-entrant (a nested call runs serially on the caller).
   void run(const std::function<void(int thread)>& fn);
