@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -134,6 +135,32 @@ class ScratchDir {
 
  private:
   fs::path path_;
+};
+
+// STRAND_CACHE_DIR pointed at a fresh empty scratch directory for the life of the object (the
+// devices cache, devices.json, then lives there); the old value is restored afterwards.
+class TempCacheDir {
+ public:
+  TempCacheDir() : dir_("cache") {
+    if (const char* old = std::getenv("STRAND_CACHE_DIR")) old_ = old, had_ = true;
+    ::setenv("STRAND_CACHE_DIR", dir_.str().c_str(), 1);
+  }
+  ~TempCacheDir() {
+    if (had_)
+      ::setenv("STRAND_CACHE_DIR", old_.c_str(), 1);
+    else
+      ::unsetenv("STRAND_CACHE_DIR");
+  }
+  TempCacheDir(const TempCacheDir&) = delete;
+  TempCacheDir& operator=(const TempCacheDir&) = delete;
+
+  const fs::path& dir() const { return dir_.path(); }
+  fs::path file() const { return dir_ / "devices.json"; }
+
+ private:
+  ScratchDir dir_;  // destroyed (removed) after the environment is restored
+  std::string old_;
+  bool had_ = false;
 };
 
 // Runs the strand binary with `args`. stdin is /dev/null; stdout and stderr go to two

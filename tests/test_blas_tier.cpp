@@ -18,6 +18,7 @@
 #include "backends/blas/blas.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
+#include "cli_util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "devices/machine.h"
@@ -30,6 +31,7 @@
 using namespace strand;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+using strand::cli_test::TempCacheDir;
 
 namespace {
 
@@ -40,32 +42,6 @@ uint64_t test_seed() {
   return 20240611;
 }
 
-// STRAND_CACHE_DIR pointed at a fresh empty directory for the life of the object.
-class TempCacheDir {
- public:
-  TempCacheDir() {
-    static int n = 0;
-    dir_ = fs::temp_directory_path() / fmt::format("strand_blas_cache_{}_{}", ::getpid(), n++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    if (const char* old = std::getenv("STRAND_CACHE_DIR")) old_ = old, had_ = true;
-    ::setenv("STRAND_CACHE_DIR", dir_.c_str(), 1);
-  }
-  ~TempCacheDir() {
-    if (had_)
-      ::setenv("STRAND_CACHE_DIR", old_.c_str(), 1);
-    else
-      ::unsetenv("STRAND_CACHE_DIR");
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  const fs::path& dir() const { return dir_; }
-
- private:
-  fs::path dir_;
-  std::string old_;
-  bool had_ = false;
-};
 
 bool blas_built() { return blas_library_info().built; }
 

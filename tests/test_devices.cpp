@@ -22,36 +22,12 @@ using namespace strand;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 using strand::cli_test::run_strand;
+using strand::cli_test::TempCacheDir;
 
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-class TempCacheDir {
- public:
-  TempCacheDir() {
-    static int n = 0;
-    dir_ = fs::temp_directory_path() / fmt::format("strand_devices_cache_{}_{}", ::getpid(), n++);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    if (const char* old = std::getenv("STRAND_CACHE_DIR")) old_ = old, had_ = true;
-    ::setenv("STRAND_CACHE_DIR", dir_.c_str(), 1);
-  }
-  ~TempCacheDir() {
-    if (had_)
-      ::setenv("STRAND_CACHE_DIR", old_.c_str(), 1);
-    else
-      ::unsetenv("STRAND_CACHE_DIR");
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  fs::path file() const { return dir_ / "devices.json"; }
-
- private:
-  fs::path dir_;
-  std::string old_;
-  bool had_ = false;
-};
 
 // A tiny budget that still writes the cache (quick_probe_budget() never does).
 ProbeBudget tiny_cached_budget() {
