@@ -372,10 +372,10 @@ TEST(DevicesCli, HumanTableHelpAndErrors) {
   EXPECT_EQ(bad.err_lines().size(), 1u) << bad.describe();
 
   // A corrupt cache is a warning on stderr, never a crash.
-  std::ofstream(cache.file()) << "not json";
+  { std::ofstream f(cache.file()); f << "not json"; }
   const auto c = run_strand({"devices", "--quick", "--json"});
   ASSERT_TRUE(c.exited && c.exit_code == 0) << c.describe();
   EXPECT_FALSE(strand::cli_test::has_sanitizer_report(c.err)) << c.describe();
   EXPECT_NE(c.err.find("warning"), std::string::npos) << c.describe();
-  EXPECT_NO_THROW(json::parse(c.out)) << c.describe();
+  EXPECT_NO_THROW((void)json::parse(c.out)) << c.describe();
 }

@@ -20,6 +20,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
 #include "backends/onednn/onednn.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -406,18 +407,7 @@ json machine_info(cpu::ThreadPool& pool) {
   m["cpu"] = read_cpu_model();
   m["hardware_threads"] = std::thread::hardware_concurrency();
   m["threads"] = pool.size();
-  json simd = json::array();
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (__builtin_cpu_supports("avx2")) simd.push_back("avx2");
-  if (__builtin_cpu_supports("fma")) simd.push_back("fma");
-  if (__builtin_cpu_supports("f16c")) simd.push_back("f16c");
-  if (__builtin_cpu_supports("avx512f")) simd.push_back("avx512f");
-  if (__builtin_cpu_supports("avx512bw")) simd.push_back("avx512bw");
-  if (__builtin_cpu_supports("avx512vl")) simd.push_back("avx512vl");
-  if (__builtin_cpu_supports("avx512dq")) simd.push_back("avx512dq");
-  if (__builtin_cpu_supports("avx512vnni")) simd.push_back("avx512vnni");
-  if (__builtin_cpu_supports("avx512bf16")) simd.push_back("avx512bf16");
-#endif
+  json simd = cpu_features().names();  // CPUID + XCR0 (core/cpu_features.h)
   m["simd"] = simd;
   m["cache_bytes"] = {{"l1d", cache_bytes(1)}, {"l2", cache_bytes(2)}, {"l3", cache_bytes(3)}};
   const cpu::GemmIsa isa = cpu::gemm_best_isa();

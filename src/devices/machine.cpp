@@ -2,6 +2,8 @@
 // Linux reads /proc/cpuinfo and sysfs; x86 also asks cpuid; macOS asks sysctl.
 #include "devices/machine.h"
 
+#include "core/cpu_features.h"
+
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -182,22 +184,11 @@ std::vector<std::string> simd_from_flags(const std::set<std::string>& flags, boo
 }
 
 std::vector<std::string> simd_from_builtin() {
-  std::vector<std::string> out;
-#if defined(STRAND_X86) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("sse2")) out.push_back("sse2");
-  if (__builtin_cpu_supports("sse4.2")) out.push_back("sse4_2");
-  if (__builtin_cpu_supports("avx")) out.push_back("avx");
-  if (__builtin_cpu_supports("avx2")) out.push_back("avx2");
-  if (__builtin_cpu_supports("fma")) out.push_back("fma");
-  if (__builtin_cpu_supports("avx512f")) out.push_back("avx512f");
-  if (__builtin_cpu_supports("avx512dq")) out.push_back("avx512dq");
-  if (__builtin_cpu_supports("avx512bw")) out.push_back("avx512bw");
-  if (__builtin_cpu_supports("avx512vl")) out.push_back("avx512vl");
-#elif defined(__aarch64__)
-  out.push_back("neon");  // mandatory on aarch64
+#if defined(__aarch64__)
+  return {"neon"};  // mandatory on aarch64
+#else
+  return cpu_features().names();  // CPUID + XCR0 (core/cpu_features.h)
 #endif
-  return out;
 }
 
 // Physical cores: distinct (package, core) pairs among online CPUs in sysfs.

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "backends/cpu/threadpool.h"
+#include "core/cpu_features.h"
 #include "reference/kernels.h"
 
 namespace strand::cpu {
@@ -206,12 +207,7 @@ const Kernels& portable_kernels() { return kPortable; }
 
 const Kernels* avx512_kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
-  }();
+  static const bool ok = cpu_features().has_avx512_set();
   return ok ? avx512_table() : nullptr;
 #else
   return nullptr;
@@ -220,10 +216,7 @@ const Kernels* avx512_kernels() {
 
 const Kernels* avx2_kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
+  static const bool ok = cpu_features().has_avx2_set();
   return ok ? avx2_table() : nullptr;
 #else
   return nullptr;

@@ -15,7 +15,9 @@
 // GCC 12's AVX-512 headers trip its own uninitialised-value warnings (the reductions start
 // from an undefined register on purpose).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "backends/cpu/cpu_ops.h"
 

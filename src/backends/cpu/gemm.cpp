@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "backends/cpu/threadpool.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -229,14 +230,10 @@ namespace {
 using detail::GemmKernels;
 
 bool cpu_runs(GemmIsa isa) {
-#if STRAND_GEMM_X86 && defined(__GNUC__)
+#if STRAND_GEMM_X86
   switch (isa) {
-    case GemmIsa::Avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
-    case GemmIsa::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case GemmIsa::Avx512: return cpu_features().has_avx512_set();
+    case GemmIsa::Avx2: return cpu_features().has_avx2_set();
     default: return true;
   }
 #else
