@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 
 #include "apps/commands.h"
 #include "backends/cpu/threadpool.h"
+#include "backends/cuda/cuda.h"
 #include "bench/gemm_ladder.h"
 #include "core/error.h"
 
@@ -30,6 +32,7 @@ struct BenchGemmArgs {
   double max_seconds = 900;
   double max_cell_seconds = 20;
   std::string dtype = "f32";
+  bool gpu = false;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -46,7 +49,72 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+// --gpu: the GPU's rungs (the cuda tier's own kernels, cuBLASLt per dtype, strand's GEMV), in
+// TFLOP/s against the GPU's measured bf16 tensor-core rate.
+int run_gpu(const BenchGemmArgs& a, const std::vector<int64_t>& sizes) {
+  const CudaDeviceInfo d = cuda_device_info();
+  if (!d.available) fail("--gpu: {}", d.why);
+  std::vector<CudaGemmShape> shapes;
+  for (int64_t n : sizes) shapes.push_back({fmt::format("{0}x{0}x{0}", n), n, n, n});
+  if (a.gpt2)
+    for (const auto& [label, m, k, n] : std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>>{
+             {"124M c_attn, 1 token", 1, 768, 2304},       {"124M lm_head, 1 token", 1, 768, 50257},
+             {"124M c_fc, 512 tokens", 512, 768, 3072},    {"XL c_attn, 1 token", 1, 1600, 4800},
+             {"XL c_fc, 2048 tokens", 2048, 1600, 6400},   {"XL mlp.c_proj, 2048 tokens", 2048, 6400, 1600},
+             {"XL lm_head, 2048 tokens", 2048, 1600, 50257}})
+      shapes.push_back({label, m, n, k});
+  const bool tty = isatty(STDERR_FILENO);
+  const CudaPeaks peak = measure_cuda_peaks(false);
+  const std::vector<CudaGemmCell> cells = cuda_gemm_ladder(shapes, a.reps, [tty](const std::string& line) {
+    if (tty) std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  const std::string format = a.json ? "json" : a.format;
+  if (format == "json") {
+    nlohmann::json j;
+    j["gpu"] = d.summary();
+    j["bf16_peak_tflops"] = peak.bf16_tflops;
+    j["bf16_peak_detail"] = peak.bf16_detail;
+    j["copy_gbs"] = peak.copy_gbs;
+    nlohmann::json rows = nlohmann::json::array();
+    for (const CudaGemmCell& c : cells)
+      rows.push_back({{"rung", c.rung}, {"what", c.what}, {"shape", c.shape}, {"M", c.M}, {"N", c.N}, {"K", c.K},
+                      {"tflops_median", c.tflops_median}, {"tflops_min", c.tflops_min}, {"tflops_max", c.tflops_max},
+                      {"gbs", c.gbs_median}, {"reps", c.reps}, {"note", c.note}});
+    j["results"] = rows;
+    std::puts(j.dump(2).c_str());
+    return 0;
+  }
+  std::string o = fmt::format("gpu: {}\nbf16 tensor-core peak {:.1f} TFLOP/s ({}); device copy {:.0f} GB/s\n",
+                              d.summary(), peak.bf16_tflops, peak.bf16_detail, peak.copy_gbs);
+  o += "TFLOP/s: median over the timed runs (min-max), timed with CUDA events after 2 warm-ups on random inputs; "
+       "% peak against the bf16 rate above; GB/s: A, B and C once\n\n";
+  o += "| shape | rung | TFLOP/s (min-max) | % bf16 peak | GB/s | note |\n|---|---|---:|---:|---:|---|\n";
+  for (const CudaGemmCell& c : cells)
+    o += c.reps == 0 ? fmt::format("| {} | {} | - | - | - | {} |\n", c.shape, c.rung, c.note)
+                     : fmt::format("| {} | {} | {:.2f} ({:.2f}-{:.2f}) | {:.1f}% | {:.0f} | {} |\n", c.shape, c.rung,
+                                   c.tflops_median, c.tflops_min, c.tflops_max,
+                                   100.0 * c.tflops_median / peak.bf16_tflops, c.gbs_median, c.note);
+  std::fwrite(o.data(), 1, o.size(), stdout);
+  return 0;
+}
+
 int run(const BenchGemmArgs& a, bool sizes_given) {
+  if (a.gpu) {
+    std::vector<int64_t> sizes;
+    for (const std::string& t : split_list(sizes_given ? a.sizes : (a.gpt2 ? "" : "1024,4096,8192"))) {
+      size_t used = 0;
+      long long v = 0;
+      try {
+        v = std::stoll(t, &used);
+      } catch (...) {
+        used = 0;
+      }
+      if (used != t.size() || v < 1 || v > 16384) fail("--sizes: '{}' is not a size from 1 to 16384", t);
+      sizes.push_back(v);
+    }
+    if (a.reps < 1 || a.reps > 1000) fail("--reps: {} is not from 1 to 1000", a.reps);
+    return run_gpu(a, sizes);
+  }
   bench::LadderOptions o;
   if (sizes_given) {
     for (const std::string& t : split_list(a.sizes)) {
@@ -116,13 +184,17 @@ Command add_bench_gemm(CLI::App& parent) {
   app->add_option("--max-cell-seconds", args->max_cell_seconds,
                   "skip a rung whose single run is predicted to take longer (default 20; naive at 2048 is skipped)");
   app->add_option("--dtype", args->dtype, "dtype of B for the packed rung: f32 (default), f16 or bf16");
+  app->add_flag("--gpu", args->gpu,
+                "the GPU's ladder instead (cuda-naive, cuda-tiled, cuBLASLt f32/tf32/f16/bf16, strand's GEMV): sizes "
+                "default to 1024,4096,8192; --gpt2 adds GPT-2 124M and XL shapes");
   app->footer(
       "Times every rung of the ladder and prints median GFLOP/s with spread, % of the measured FMA peak,\n"
       "speedup over naive and crossover sizes, after a header with the machine, its measured peak and\n"
       "the library versions.\n"
       "Examples:\n"
       "  strand bench gemm --sizes 256,1024 --threads 2\n"
-      "  strand bench gemm --gpt2 --rungs packed,blas,onednn --reps 9 --json");
+      "  strand bench gemm --gpt2 --rungs packed,blas,onednn --reps 9 --json\n"
+      "  strand bench gemm --gpu --gpt2 --sizes 4096,8192");
   c.run = [args, app]() -> int { return run(*args, app->count("--sizes") > 0); };
   return c;
 }

@@ -101,10 +101,14 @@ void print_human(const DeviceReport& r) {
                 t.threads > 0 ? std::to_string(t.threads).c_str() : "-", num(t.theoretical_gflops).c_str(),
                 num(t.measured_gflops).c_str(), t.gemm_shape.empty() ? "" : ("(" + t.gemm_shape + ")").c_str(),
                 pct(t.measured_gflops, t.theoretical_gflops).c_str(), num(t.measured_bandwidth_gbs).c_str(),
-                pct(t.measured_bandwidth_gbs, r.bandwidth_gbs).c_str());
+                t.device.empty() ? pct(t.measured_bandwidth_gbs, r.bandwidth_gbs).c_str() : "-");
   }
   std::printf("  why:\n");
   for (const TierPeak& t : r.tiers) std::printf("    %-8s %s\n", t.tier.c_str(), t.why.c_str());
+  for (const TierPeak& t : r.tiers)
+    if (!t.device.empty())
+      std::printf("  %s (its own memory: GEMM is its bf16 tensor-core rate, GEMV its device copy bandwidth):\n    %s\n",
+                  t.tier.c_str(), t.device.c_str());
 
   std::printf("\nblas crossover%s: ", r.crossover_vs.empty() ? "" : (" against " + r.crossover_vs).c_str());
   if (r.blas_crossover_flops < 0)

@@ -7,8 +7,18 @@
 // A segment may be one op or a whole model (a compiled Core ML block): nothing here assumes
 // one op per call. Buffers of host backends are plain host memory, so passing values between
 // two host backends needs no copy.
+//
+// Tiers with memory of their own (a GPU): memory_space() is not null, and every value lives
+// where the tier that produced it runs. The planner decides where each value lives and counts
+// every crossing (planner.h); the runtime asks such a tier for its buffers (allocate), fills
+// them with NaN (poison), copies values in and out (copy_in, copy_out), and keeps one copy of
+// each weight it reads (resident: uploaded the first time, then reused while the tier lives).
+// Every tensor such a tier hands out carries a DeviceBuffer deleter, so memory_of(t) tells its
+// tensors, and every view of them, from host ones: a host tier is never handed one (the
+// runtime checks), and a tier refuses a pointer into memory it did not hand out.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -37,13 +47,57 @@ class Backend {
 
   // The dtype of the intermediates it produces (f32 for every tier but the f64 reference).
   virtual DType activation_dtype() const { return DType::F32; }
+
+  // Where its buffers live: null for host memory, else an identifier of its memory that every
+  // tier object on the same memory shares (two cuda tier objects on one GPU: one memory).
+  virtual const void* memory_space() const { return nullptr; }
   // Whether its buffers are host memory (a GPU tier's are not: crossing costs a copy).
-  virtual bool host_memory() const { return true; }
+  bool host_memory() const { return memory_space() == nullptr; }
+
+  // ---- memory of its own (only called when memory_space() is not null) ----
+  // An uninitialised buffer in its memory with the dtype, shape and strides of `like` (its
+  // storage bytes, like.nbytes(): a column-major or q8 layout is kept); like.data is not read.
+  virtual Tensor allocate_like(const Tensor& like);
+  // A contiguous, uninitialised buffer in its memory.
+  Tensor allocate(const Shape& shape, DType dtype);
+  // Fill one of its buffers with NaN (floats) or a sentinel (i32), as Tensor::poison does.
+  virtual void poison(Tensor& t);
+  // host -> its memory, and back. Same dtype, shape and strides on both sides; the bytes are
+  // copied as they are (a column-major or q8 tensor keeps its layout). copy_out returns when
+  // the bytes are on the host.
+  virtual void copy_in(const Tensor& host, Tensor& device);
+  virtual void copy_out(const Tensor& device, Tensor& host);
+  // Its own copy of a weight (same dtype, shape, strides), uploaded on the first call for those
+  // host bytes and kept while the tier's memory lives; later calls return the same copy. The
+  // host tensor is kept alive with it, so its address cannot be reused for other bytes.
+  virtual Tensor resident(const Tensor& host);
 
   // Run `nodes` of `g` in order. `values` holds a tensor per value id: inputs, weights and
   // state are bound; every output of these nodes is allocated (activation_dtype, contiguous).
   virtual void run(const Graph& g, std::span<const NodeId> nodes, std::vector<Tensor>& values) = 0;
   virtual void sync() {}
 };
+
+// The deleter of every buffer a tier with its own memory hands out (see the top of this file).
+struct DeviceBuffer {
+  const void* space = nullptr;           // the tier's memory_space()
+  std::string tier;                      // its name, for messages
+  std::function<void(void*)> release;    // gives the bytes back (may outlive the tier object)
+  void operator()(void* p) const {
+    if (release) release(p);
+  }
+};
+
+// The memory a tensor's bytes live in: null for host memory, else the memory_space() of the
+// tier that handed them out. Views share their owner, so a view answers like its buffer.
+inline const DeviceBuffer* device_buffer_of(const Tensor& t) {
+  return t.owner ? std::get_deleter<DeviceBuffer>(t.owner) : nullptr;
+}
+inline const void* memory_of(const Tensor& t) {
+  const DeviceBuffer* d = device_buffer_of(t);
+  return d ? d->space : nullptr;
+}
+// A tensor over `bytes` handed out by a tier (its owner carries the DeviceBuffer).
+Tensor device_tensor(void* data, DType dtype, const Shape& shape, const std::vector<int64_t>& strides, DeviceBuffer d);
 
 }  // namespace strand

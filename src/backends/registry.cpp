@@ -3,6 +3,7 @@
 #include "backends/blas/blas.h"
 #include "backends/coreml/coreml.h"
 #include "backends/cpu/cpu.h"
+#include "backends/cuda/cuda.h"
 #include "backends/naive/naive.h"
 #include "core/error.h"
 
@@ -11,6 +12,7 @@ namespace strand {
 std::vector<std::shared_ptr<Backend>> all_backends() {
   std::vector<std::shared_ptr<Backend>> v;
   v.push_back(make_coreml_backend());  // the Apple Neural Engine through Core ML (a stub off Apple)
+  v.push_back(make_cuda_backend());    // an NVIDIA GPU (a stub when the CUDA toolkit was not found)
   v.push_back(make_blas_backend());
   v.push_back(make_cpu_backend());
   v.push_back(make_naive_backend());

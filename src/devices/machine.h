@@ -48,6 +48,10 @@ struct TierPeak {
   int threads = 0;
   std::string gemm_shape;               // what was timed, e.g. "1024x1024x1024"
   std::string gemv_shape;               // e.g. "1x4096 · 4096x4096"
+  // A tier with memory of its own (a GPU): the device and how its figures were measured; its
+  // measured_gflops is then its bf16 tensor-core rate and measured_bandwidth_gbs its device
+  // copy bandwidth (devices/gpu.h). "" for host tiers.
+  std::string device;
 };
 
 // One point of the blas-vs-cpu crossover measurement.

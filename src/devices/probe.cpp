@@ -1,6 +1,8 @@
 // probe_devices(): measured peaks per tier, memory bandwidth, the blas crossover, and the cache.
 #include "devices/probe.h"
 
+#include "devices/gpu.h"
+
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -417,7 +419,8 @@ json to_json(const DeviceReport& r) {
                      {"measured_bandwidth_gbs", t.measured_bandwidth_gbs},
                      {"threads", t.threads},
                      {"gemm_shape", t.gemm_shape},
-                     {"gemv_shape", t.gemv_shape}});
+                     {"gemv_shape", t.gemv_shape},
+                     {"device", t.device}});
   json points = json::array();
   for (const CrossoverPoint& p : r.crossover_points)
     points.push_back({{"m", p.m},
@@ -460,6 +463,7 @@ DeviceReport report_from_json(const json& j) {
     tp.threads = t.at("threads").get<int>();
     tp.gemm_shape = t.value("gemm_shape", "");
     tp.gemv_shape = t.value("gemv_shape", "");
+    tp.device = t.value("device", "");
     r.tiers.push_back(tp);
   }
   r.bandwidth_gbs = j.at("bandwidth_gbs").get<double>();
@@ -829,7 +833,7 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
     const Verdict v = b->probe();
     tp.usable = v.ok;
     tp.why = v.reason;
-    if (v.ok) {
+    if (v.ok && b->host_memory()) {
       tp.threads = tier_threads(tp.tier, tp.tier == "blas" || tp.tier == "naive" ? threads : pool_threads);
       tp.theoretical_gflops = fp32_peak_gflops(m, tp.threads);
     }
@@ -842,6 +846,8 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
       measure_gemv(*t, budget, *gemv, tp);
       // OpenBLAS's workers spin after a call: let them park before the next tier is timed.
       if (tp.tier == "blas") std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    } else if (v.ok) {
+      measure_device_tier(budget.quick, tp);  // a GPU: its own ceilings (devices/gpu.h)
     }
     r.tiers.push_back(tp);
   }

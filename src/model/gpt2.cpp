@@ -1,5 +1,7 @@
 #include "model/gpt2.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -112,17 +114,52 @@ double NodeTimes::total() const {
 Gpt2Runner::Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backend>> chain, RunnerOptions opt)
     : model_(model), chain_(std::move(chain)), opt_(opt) {
   if (chain_.empty()) fail("no tier to run the model on");
+  // A tier with memory of its own gets the weights it runs now, once: the plan of a one-token
+  // step says which (resident weights), and later forwards find them there.
+  if (std::any_of(chain_.begin(), chain_.end(), [](const auto& b) { return !b->host_memory(); })) {
+    const ForwardGraph fg = build_forward(model_, 1, 0, false);
+    std::vector<Tensor> bound(fg.graph.values().size());
+    for (const auto& [v, tensor] : fg.weights) bound[size_t(v)] = tensor;
+    Plan plan;
+    try {
+      plan = make_plan(fg.graph, chain_, false, &bound);
+    } catch (const Error&) {
+      return;  // no tier takes some node: forward() says which
+    }
+    for (const Transfer& t : plan.transfers)
+      if (t.weight) chain_[size_t(t.to)]->resident(bound[size_t(t.value)]);
+  }
 }
 
 KvCache Gpt2Runner::new_cache(int64_t capacity) const {
   const Gpt2Config& cfg = model_.config;
   if (capacity <= 0 || capacity > cfg.n_positions) capacity = cfg.n_positions;
-  const DType dt = chain_.front()->activation_dtype();
+  // Each layer's cache lives where the tier that writes it (kv_store) runs: the plan of a
+  // one-token step says where, and in which dtype that tier keeps activations.
+  const ForwardGraph fg = build_forward(model_, 1, 0, false);
+  Plan plan;
+  try {
+    plan = make_plan(fg.graph, chain_, false);
+  } catch (const Error&) {
+    plan = {};  // no tier takes some node (forward() says which): the cache stays on the host
+  }
+  auto make = [&](ValueId state) {
+    const Shape shape = {cfg.n_positions, cfg.n_embd};
+    DType dt = chain_.front()->activation_dtype();
+    if (plan.home.empty()) return Tensor::empty(shape, dt);
+    for (NodeId n = 0; n < NodeId(fg.graph.nodes().size()); ++n)
+      if (fg.graph.node(n).op == OpKind::KvStore && fg.graph.node(n).inputs[0] == state) {
+        dt = chain_[size_t(plan.placement[size_t(n)].tier)]->activation_dtype();
+        break;
+      }
+    const MemoryId m = plan.home[size_t(state)];
+    return m == kHost ? Tensor::empty(shape, dt) : chain_[size_t(m)]->allocate(shape, dt);
+  };
   KvCache c;
   c.capacity = capacity;
   for (int l = 0; l < cfg.n_layer; ++l) {
-    c.k.push_back(Tensor::empty({cfg.n_positions, cfg.n_embd}, dt));
-    c.v.push_back(Tensor::empty({cfg.n_positions, cfg.n_embd}, dt));
+    c.k.push_back(make(fg.k_cache[size_t(l)]));
+    c.v.push_back(make(fg.v_cache[size_t(l)]));
   }
   return c;
 }
@@ -136,7 +173,6 @@ Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool al
     if (id < 0 || id >= V) fail("token id {} is out of range for a vocabulary of {}", id, V);
 
   ForwardGraph fg = build_forward(model_, t, cache.len, all_logits);
-  Plan plan = make_plan(fg.graph, chain_, opt_.strict);
 
   std::vector<Tensor> values(fg.graph.values().size());
   Tensor tid = Tensor::empty({t}, DType::I32), tpos = Tensor::empty({t}, DType::I32);
@@ -151,6 +187,7 @@ Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool al
     values[size_t(fg.k_cache[l])] = cache.k[l];
     values[size_t(fg.v_cache[l])] = cache.v[l];
   }
+  Plan plan = make_plan(fg.graph, chain_, opt_.strict, &values);
   RunOptions ro;
   ro.poison = opt_.poison;
   ro.time_nodes = opt_.time_nodes;
@@ -165,6 +202,7 @@ Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool al
   cache.len += t;
 
   Tensor logits = values[size_t(fg.logits)];
+  last_stats_ = st;
   last_plan_ = std::move(plan);
   last_graph_ = std::move(fg.graph);
   return logits;

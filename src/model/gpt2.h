@@ -18,10 +18,12 @@
 #include "graph/graph.h"
 #include "model/gpt2_weights.h"
 #include "planner/planner.h"
+#include "runtime/runtime.h"
 
 namespace strand {
 
-// Keys and values of every layer: [capacity, C] each, in the activation dtype.
+// Keys and values of every layer: [n_positions, C] each, in the activation dtype of the tier
+// that writes them, in that tier's memory (a GPU tier's cache stays on the GPU).
 struct KvCache {
   std::vector<Tensor> k, v;
   int64_t len = 0;       // tokens stored
@@ -56,6 +58,8 @@ struct NodeTimes {
   double total() const;
 };
 
+// A chain with a tier that has memory of its own gets the weights it runs at construction
+// (resident copies, uploaded once); later forwards copy only what crosses (planner.h).
 class Gpt2Runner {
  public:
   Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backend>> chain, RunnerOptions opt = {});
@@ -72,6 +76,7 @@ class Gpt2Runner {
   const Plan& last_plan() const { return last_plan_; }
   const Graph& last_graph() const { return last_graph_; }
   double seconds() const { return seconds_; }  // time spent executing graphs so far
+  const RunStats& last_stats() const { return last_stats_; }  // of the most recent forward()
   const NodeTimes& node_times() const { return node_times_; }  // with RunnerOptions::time_nodes
   void clear_node_times() { node_times_ = {}; }
 
@@ -82,6 +87,7 @@ class Gpt2Runner {
   Plan last_plan_;
   Graph last_graph_;
   double seconds_ = 0;
+  RunStats last_stats_;
   NodeTimes node_times_;
 };
 

@@ -1,8 +1,14 @@
 // strand/runtime/runtime.h — execute a plan.
 //
-// Allocates a buffer for every node output (in the activation dtype of the node's tier; an
-// op that writes in place gets a view of its input), optionally poisons them so that an
-// element no kernel wrote shows up as NaN, and dispatches the segments in order, timing each.
+// Allocates a buffer for every node output (in the activation dtype of the node's tier, in the
+// memory of that tier; an op that writes in place gets a view of its input), optionally
+// poisons them so that an element no kernel wrote shows up as NaN, and dispatches the segments
+// in order, timing each. Performs the plan's transfers (planner.h): before a segment, the
+// copies its nodes read (a tier with its own memory keeps weights resident instead); after the
+// last, graph outputs back to the host and states written in place elsewhere back to their
+// home. A segment's nodes see the copies in place of the originals; on return `values` holds
+// the originals, and every graph output on the host. A host tier is never handed a tensor in
+// another memory, nor a tier with its own memory one outside it: the runtime checks both.
 #pragma once
 
 #include <vector>
@@ -21,9 +27,13 @@ struct RunOptions {
 };
 
 struct RunStats {
-  std::vector<double> segment_seconds;  // one per plan segment
+  std::vector<double> segment_seconds;  // one per plan segment (its copies in included)
   std::vector<double> node_seconds;     // with time_nodes: one per graph node (else empty)
   double seconds = 0;
+  int copies = 0;              // transfers made (the plan's `copies`, performed)
+  double copy_bytes = 0;
+  int resident_weights = 0;    // weights read through a tier's resident copy
+  double copy_seconds = 0;     // spent copying (included in seconds)
 };
 
 // `values` must have one entry per graph value with every input, weight and state bound;
