@@ -338,12 +338,14 @@ void CudaBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bo
     return;
   }
   if (b.dtype == DType::F32) {
-    d.lt().matmul(a.data, Elem::F32, M, K, b.data, lines, N, bias, C, opt_.tf32, s);
+    if (!d.lt().matmul(a.data, Elem::F32, M, K, b.data, lines, N, bias, C, opt_.tf32, s))
+      cuda::gemm_fallback(a.data, b.data, Elem::F32, lines, M, N, K, bias, C, s);
     return;
   }
   void* half = d.scratch(kScratchHalfA, size_t(M * K) * 2);
   cuda::to_half(a.ptr<const float>(), M * K, elem_of(b.dtype), half, s);
-  d.lt().matmul(half, elem_of(b.dtype), M, K, b.data, lines, N, bias, C, false, s);
+  if (!d.lt().matmul(half, elem_of(b.dtype), M, K, b.data, lines, N, bias, C, false, s))
+    cuda::gemm_fallback(half, b.data, elem_of(b.dtype), lines, M, N, K, bias, C, s);
 }
 
 void CudaBackend::exec(const Graph& g, const Node& nd, std::vector<Tensor>& values, DType mdt) {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <tuple>
 
 #include "backends/cuda/device_util.cuh"
@@ -47,6 +48,7 @@ struct LtGemm::Impl {
   // (M, N, K, A type, lines, bias, tf32, alignments) -> the algorithm cuBLASLt's heuristic picked.
   using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, uint32_t, uint32_t, uint32_t>;
   std::map<Key, cublasLtMatmulAlgo_t> algos;
+  std::set<Key> none;  // shapes the heuristic had no algorithm for
 };
 
 LtGemm::LtGemm(size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
@@ -65,7 +67,7 @@ int LtGemm::heuristics_cached() const {
   return int(impl_->algos.size());
 }
 
-void LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B, bool lines, int64_t N,
+bool LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B, bool lines, int64_t N,
                     const float* bias, float* C, bool tf32, cudaStream_t stream) {
   Impl& im = *impl_;
   const cudaDataType_t t = data_type(ae);
@@ -99,6 +101,13 @@ void LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B,
   {
     std::lock_guard<std::mutex> lk(im.mu);
     auto it = im.algos.find(key);
+    if (it == im.algos.end() && im.none.count(key)) {
+      cublasLtMatrixLayoutDestroy(lb);
+      cublasLtMatrixLayoutDestroy(la);
+      cublasLtMatrixLayoutDestroy(lc);
+      cublasLtMatmulDescDestroy(desc);
+      return false;
+    }
     if (it == im.algos.end()) {
       cublasLtMatmulPreference_t pref = nullptr;
       STRAND_LT(cublasLtMatmulPreferenceCreate(&pref));
@@ -119,8 +128,8 @@ void LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B,
         cublasLtMatrixLayoutDestroy(la);
         cublasLtMatrixLayoutDestroy(lc);
         cublasLtMatmulDescDestroy(desc);
-        cuda_fail("cublasLtMatmulAlgoGetHeuristic (no algorithm for this product)", int(st),
-                  cublasLtGetStatusString(st), __FILE__, __LINE__);
+        im.none.insert(key);
+        return false;
       }
       it = im.algos.emplace(key, res.algo).first;
     }
@@ -134,6 +143,7 @@ void LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B,
   cublasLtMatrixLayoutDestroy(lc);
   cublasLtMatmulDescDestroy(desc);
   lt_check(st, "cublasLtMatmul", __FILE__, __LINE__);
+  return true;
 }
 
 // ---- strand's GEMV -------------------------------------------------------------------------------
@@ -243,6 +253,44 @@ void gemv(const float* x, int64_t M, int64_t K, const void* B, Elem be, bool lin
     default: cuda_fail("gemv", 0, "more rows than kGemvMaxRows", __FILE__, __LINE__);
   }
   STRAND_CUDA_LAUNCHED("gemv");
+}
+
+// ---- the fallback for shapes cuBLASLt declines ------------------------------------------------------
+
+namespace {
+
+template <class E>
+__global__ void gemm_fallback_kernel(const E* A, const E* B, bool lines, int64_t M, int64_t N, int64_t K,
+                                     const float* bias, float* C) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = blockIdx.y;
+  if (j >= N) return;
+  float acc = 0.0f;
+  for (int64_t k = 0; k < K; ++k)
+    acc += widen<E>(A[i * K + k]) * widen<E>(lines ? B[j * K + k] : B[k * N + j]);
+  C[i * N + j] = acc + (bias ? bias[j] : 0.0f);
+}
+
+}  // namespace
+
+void gemm_fallback(const void* A, const void* B, Elem e, bool lines, int64_t M, int64_t N, int64_t K,
+                   const float* bias, float* C, cudaStream_t stream) {
+  if (M == 0 || N == 0) return;
+  const dim3 grid(unsigned((N + 127) / 128), unsigned(M));
+  switch (e) {
+    case Elem::F16:
+      gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const __half*>(A), static_cast<const __half*>(B),
+                                                     lines, M, N, K, bias, C);
+      break;
+    case Elem::BF16:
+      gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const __nv_bfloat16*>(A),
+                                                     static_cast<const __nv_bfloat16*>(B), lines, M, N, K, bias, C);
+      break;
+    default:
+      gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const float*>(A), static_cast<const float*>(B), lines,
+                                                     M, N, K, bias, C);
+  }
+  STRAND_CUDA_LAUNCHED("gemm_fallback");
 }
 
 // ---- the teaching rungs of bench gemm -----------------------------------------------------------

@@ -26,7 +26,9 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  void matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B, bool lines, int64_t N, const float* bias,
+  // Queues the product; false (nothing queued) when cuBLASLt has no algorithm for this shape,
+  // dtype and alignment (odd leading dimensions of 16-bit operands): then gemm_fallback does it.
+  bool matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B, bool lines, int64_t N, const float* bias,
               float* C, bool tf32, cudaStream_t stream);
 
   // How the last shape's algorithm was chosen, for reasons and benchmarks ("cuBLASLt heuristic #1").

@@ -98,6 +98,10 @@ void attention_flash(const AttnArgs& a, Elem tc, cudaStream_t stream);
 constexpr int64_t kGemvMaxRows = 4;
 void gemv(const float* x, int64_t M, int64_t K, const void* B, Elem be, bool lines, int64_t N, const float* bias,
           float* y, cudaStream_t stream);
+// Any shape cuBLASLt declines: y[M, N] = A[M, K] · B (+ bias), A and B both in `e` (f32, f16
+// or bf16; B as lines or rows, as for gemv), products summed in f32, one thread per output.
+void gemm_fallback(const void* A, const void* B, Elem e, bool lines, int64_t M, int64_t N, int64_t K,
+                   const float* bias, float* C, cudaStream_t stream);
 // The GEMM ladder's own rungs (bench gemm): f32, C[M, N] = A[M, K] · B[K, N], all row-major.
 void gemm_naive_f32(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, cudaStream_t stream);
 void gemm_tiled_f32(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, cudaStream_t stream);

@@ -112,7 +112,11 @@ CudaPeaks measure_cuda_peaks(bool quick) {
     cuda::to_half(af.as<float>(), n * n, Elem::BF16, b.p, s);
     const int reps = quick ? 3 : 10;
     const std::vector<double> t = time_runs(
-        [&] { dev.lt().matmul(a.p, Elem::BF16, n, n, b.p, false, n, nullptr, c.as<float>(), false, s); }, 3, reps);
+        [&] {
+          if (!dev.lt().matmul(a.p, Elem::BF16, n, n, b.p, false, n, nullptr, c.as<float>(), false, s))
+            fail("cuBLASLt has no bf16 algorithm for {0}x{0}x{0}", n);
+        },
+        3, reps);
     const double flops = 2.0 * double(n) * double(n) * double(n);
     r.bf16_tflops = flops / median(t) / 1e12;
     r.bf16_detail = fmt::format("cuBLASLt bf16 {0}x{0}x{0}, f32 out, random inputs; median of {1} after 3 warm-ups",
@@ -184,7 +188,10 @@ std::vector<CudaGemmCell> cuda_gemm_ladder(const std::vector<CudaGemmShape>& sha
         fn = [&] { cuda::gemm_tiled_f32(a.as<float>(), b.as<float>(), c.as<float>(), M, N, K, s); };
       } else if (name == "cublaslt-f32" || name == "cublaslt-tf32") {
         const bool tf32 = name == "cublaslt-tf32";
-        fn = [&, tf32] { dev.lt().matmul(a.p, Elem::F32, M, K, b.p, false, N, nullptr, c.as<float>(), tf32, s); };
+        fn = [&, tf32] {
+          if (!dev.lt().matmul(a.p, Elem::F32, M, K, b.p, false, N, nullptr, c.as<float>(), tf32, s))
+            fail("cuBLASLt has no algorithm for {}", sh.label);
+        };
       } else {
         const Elem e = name == "cublaslt-f16" ? Elem::F16 : Elem::BF16;
         cuda::to_half(a.as<float>(), M * K, e, ah.p, s);
@@ -193,7 +200,10 @@ std::vector<CudaGemmCell> cuda_gemm_ladder(const std::vector<CudaGemmShape>& sha
         if (gemv)
           fn = [&] { cuda::gemv(a.as<float>(), M, K, bh.p, Elem::BF16, true, N, nullptr, c.as<float>(), s); };
         else
-          fn = [&, e] { dev.lt().matmul(ah.p, e, M, K, bh.p, false, N, nullptr, c.as<float>(), false, s); };
+          fn = [&, e] {
+            if (!dev.lt().matmul(ah.p, e, M, K, bh.p, false, N, nullptr, c.as<float>(), false, s))
+              fail("cuBLASLt has no algorithm for {}", sh.label);
+          };
       }
       if (progress) progress(fmt::format("gpu {} {}", name, sh.label));
       const int r = name == "cuda-naive" ? std::max(1, std::min(reps, 3)) : reps;
