@@ -82,12 +82,14 @@ do_env() {
 
 do_build() {
   [ -d "$ROOT/.gpu-deps" ] || { echo "no .gpu-deps/: run scripts/gpu-deps.sh first and carry it"; return 1; }
-  local gen=()
+  local gen=() nvcc
   command -v ninja >/dev/null && gen=(-G Ninja)
   [ -f "$BUILD/CMakeCache.txt" ] && gen=()  # an earlier build: keep its generator
+  nvcc=$(command -v nvcc || ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1)
+  [ -n "$nvcc" ] && gen+=(-DCMAKE_CUDA_COMPILER="$nvcc")
   cmake -S "$ROOT" -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$ROOT/.gpu-deps" \
     -DSTRAND_WITH_OPENBLAS=OFF -DSTRAND_WITH_ONEDNN=OFF -DCMAKE_CUDA_ARCHITECTURES=90-real \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" | tee /tmp/strand-gpu-configure.log || return 1
+    | tee /tmp/strand-gpu-configure.log || return 1
   grep -q "cuda=ON" /tmp/strand-gpu-configure.log || { echo "configured without the cuda tier"; return 1; }
   cmake --build "$BUILD" -j "$(nproc)" --target strand strand_cuda_tests || return 1
   "$BUILD/strand" devices --quick --threads 1 | grep -E "^  (cuda|naive) "
@@ -116,7 +118,10 @@ do_devices() {
   python3 -c "
 import json, sys
 for t in json.load(open(sys.argv[1]))['tiers']:
-    if t['tier'] == 'cuda': print('cuda usable:', t['usable'], '|', t['why']); print(t.get('device', ''))
+    if t['tier'] == 'cuda':
+        print('cuda usable:', t['usable'], '|', t['why']); print(t.get('device', ''))
+        sys.exit(0 if t['usable'] and t.get('measured_gflops', 0) > 0 else 1)
+sys.exit(1)
 " "$OUT/devices.json"
 }
 

@@ -51,7 +51,14 @@ if [ "${1:-}" = "--check" ]; then
     -DCMAKE_CUDA_ARCHITECTURES=90-real
   grep -E "^(fmt|nlohmann_json|CLI11|GTest)_DIR" "$dir/CMakeCache.txt"
   nice cmake --build "$dir" -j"$(nproc)" --target strand strand_cuda_tests
+  # The compiler searches /usr/include after the carried headers: prove none was taken from there.
+  if grep -rhoE "/usr/include/(fmt|nlohmann|CLI|gtest)/[^ ]*" "$dir" --include=*.d --include=compiler_depend.make \
+      2>/dev/null | sort -u | head -5 | grep .; then
+    echo "gpu-deps: the build above read headers from /usr/include, not from $out" >&2
+    exit 1
+  fi
   ldd "$dir/strand" | grep -E "fmt|cublas|cudart" || true
+  ldd "$dir/strand" | grep -q "$out/lib/.*libfmt" || { echo "gpu-deps: strand did not link the carried libfmt" >&2; exit 1; }
   "$dir/strand" devices --quick | grep -E "^  (cuda|cpu|naive) " || true
   echo "gpu-deps: the build against $out alone works"
 fi

@@ -17,6 +17,10 @@
 //       of the one-token graph of their storage size in their dtype (int8 payload + scales
 //       for q8), except that a tensor read only by a row gather (wpe; wte when lm_head is
 //       separate) counts only the rows gathered. KV-cache reads are not counted.
+// A chain whose first tier has memory of its own (a GPU) is held to that device's ceilings,
+// from `strand devices`: pp against its measured bf16 tensor-core rate, tg against its device
+// copy bandwidth (the HBM bound); the weight upload (Gpt2Runner's construction) is charged to
+// the cold run with the conversion.
 #pragma once
 
 #include <cstdint>
