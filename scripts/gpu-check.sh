@@ -21,7 +21,8 @@
 #             transformers and saved in bf16; transformers eager, torch.compile
 #             (reduce-overhead, static cache) and sdpa prefill timed on them          80-150 s (box 210)
 #   bench     strand bench gemm --gpu; strand bench model on those same models: 124M and
-#             XL pp512/tg128 in f16 and bf16, XL pp2048 bf16, tg128 with graphs off   60-120 s (box 200)
+#             XL pp512/tg128 in f16 and bf16, XL pp2048 bf16, tg128 with graphs off,
+#             and one profiled run of each target (where the time goes, by node kind) 70-140 s (box 200)
 #   summary   one table: stdout and $OUT/summary.md
 # Expected total 5-8 minutes, under the 10 of one device call. GPU_CHECK_STEPS picks steps
 # (default: all, e.g. GPU_CHECK_STEPS="env build tests validate"; a later call on a warm
@@ -92,6 +93,13 @@ do_build() {
     | tee /tmp/strand-gpu-configure.log || return 1
   grep -q "cuda=ON" /tmp/strand-gpu-configure.log || { echo "configured without the cuda tier"; return 1; }
   cmake --build "$BUILD" -j "$(nproc)" --target strand strand_cuda_tests || return 1
+  # Which instructions the kernels got: tensor-core MMAs (HMMA) in the flash attention, spills.
+  if command -v cuobjdump >/dev/null; then
+    local lib
+    lib=$(find "$BUILD" -name 'libstrand_lib.a' | head -1)
+    echo "SASS: $(cuobjdump --dump-sass "$lib" 2>/dev/null | grep -c HMMA) HMMA instructions in libstrand_lib.a"
+    cuobjdump --dump-resource-usage "$lib" 2>/dev/null | grep -E "Function|REG|STACK" | paste - - | head -40
+  fi
   "$BUILD/strand" devices --quick --threads 1 | grep -E "^  (cuda|naive) "
 }
 
@@ -141,6 +149,9 @@ do_bench() {
     sb bench model -m "$mxl" --backend cuda --weights bf16 -p 2048 -n 0 --reps 5 --json
   else echo "no $mxl (the peers step makes it)"; rc=1; fi
   [ -d "$m124" ] && { echo; "$BUILD/strand" bench model -m "$m124" --backend cuda --weights bf16 -p 512 -n 128 --reps 5 --json || rc=1; }
+  # Where the time goes (every node timed on its own, synchronized): for the next round of work.
+  [ -d "$mxl" ] && sb bench model -m "$mxl" --backend cuda --weights bf16 -p 2048 -n 0 --reps 1 --profile
+  [ -d "$m124" ] && sb bench model -m "$m124" --backend cuda --weights bf16 -p 0 -n 32 --reps 1 --profile
   return $rc
 }
 export -f do_env do_build do_tests do_memcheck do_racecheck do_validate do_devices do_peers do_bench

@@ -82,13 +82,12 @@ double since(std::chrono::steady_clock::time_point t0) {
 // A buffer like `like` (dtype, shape, strides) in memory `m` of the plan.
 Tensor buffer_in(const Plan& plan, MemoryId m, const Tensor& like) {
   if (m == kHost) {
-    Tensor t = like.dtype == DType::Q8 ? Tensor::empty_q8(like.shape, like.q8_axis()) : Tensor::empty(like.shape, like.dtype);
-    if (like.dtype != DType::Q8 && !like.contiguous()) {
-      // Same bytes, same layout (a column-major weight): storage of nbytes with like's strides.
-      t = Tensor::empty({int64_t(like.nbytes() / dtype_size(like.dtype))}, like.dtype);
-      t.shape = like.shape;
-      t.strides = like.strides;
-    }
+    if (like.dtype == DType::Q8) return Tensor::empty_q8(like.shape, like.q8_axis());
+    if (like.contiguous()) return Tensor::empty(like.shape, like.dtype);
+    // Same bytes, same layout (a column-major weight): its storage, with like's strides.
+    Tensor t = Tensor::empty({int64_t(like.nbytes() / dtype_size(like.dtype))}, like.dtype);
+    t.shape = like.shape;
+    t.strides = like.strides;
     return t;
   }
   return plan.chain[size_t(m)]->allocate_like(like);

@@ -353,7 +353,7 @@ void CudaBackend::exec(const Graph& g, const Node& nd, std::vector<Tensor>& valu
   cudaStream_t s = Device::get().stream();
   auto in = [&](size_t i) -> const Tensor& {
     const Tensor& t = values[size_t(nd.inputs[i])];
-    need_device(t, fmt::format("node {} (input {})", nd.name, i));
+    if (memory_of(t) != cuda::gpu_memory_space()) need_device(t, fmt::format("node {} (input {})", nd.name, i));
     return t;
   };
   auto f32 = [&](size_t i, const char* what) -> const float* {
@@ -370,7 +370,7 @@ void CudaBackend::exec(const Graph& g, const Node& nd, std::vector<Tensor>& valu
     return t;
   };
   Tensor& out = values[size_t(nd.output)];
-  need_device(out, fmt::format("node {} (output)", nd.name));
+  if (memory_of(out) != cuda::gpu_memory_space()) need_device(out, fmt::format("node {} (output)", nd.name));
   if (out.dtype != DType::F32 || !out.contiguous()) fail("node {}: the output buffer must be contiguous f32", nd.name);
   float* o = out.ptr<float>();
 
