@@ -199,3 +199,20 @@ TEST(DeviceResidency, AValueBoundInAMemoryTheChainCannotReadIsAnError) {
         << e.what();
   }
 }
+
+TEST(DeviceResidency, NodeByNodeTimingMakesTheSameCopies) {
+  // bench model --profile hands the tiers one node at a time: the same transfers, the same logits.
+  const Gpt2Model model = Gpt2Model::load(kModel);
+  auto dev = std::make_shared<FakeDevice>(std::set<OpKind>{OpKind::Softmax, OpKind::Attention});
+  RunnerOptions timed;
+  timed.time_nodes = true;
+  Gpt2Runner a(model, {dev, make_naive_backend()}, timed);
+  Gpt2Runner b(model, {make_naive_backend()});
+  KvCache ca = a.new_cache(), cb = b.new_cache();
+  const Tensor x = a.forward(kPrompt, ca, true), y = b.forward(kPrompt, cb, true);
+  EXPECT_TRUE(same_bytes(x, y));
+  EXPECT_EQ(a.last_stats().node_seconds.size(), a.last_graph().nodes().size());
+  EXPECT_EQ(a.last_stats().copies, a.last_plan().copies);
+  EXPECT_GT(a.last_plan().copies, 3);
+  EXPECT_FALSE(a.node_times().by_kind.empty());
+}
