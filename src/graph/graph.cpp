@@ -93,6 +93,33 @@ Graph Graph::decomposed() const {
   return g;
 }
 
+Graph Graph::pruned() const {
+  std::vector<bool> live_value(values_.size(), false), live_node(nodes_.size(), false);
+  for (ValueId v : outputs_) live_value[size_t(v)] = true;
+  for (NodeId n = NodeId(nodes_.size()) - 1; n >= 0; --n) {
+    const Node& nd = nodes_[size_t(n)];
+    const OpInfo& info = op_info(nd.op);
+    // A node writing into state (the KV cache) is kept for its side effect.
+    const bool writes_state = info.aliases >= 0 && values_[size_t(nd.inputs[size_t(info.aliases)])].kind == ValueKind::State;
+    if (!live_value[size_t(nd.output)] && !writes_state) continue;
+    live_node[size_t(n)] = true;
+    for (ValueId v : nd.inputs) live_value[size_t(v)] = true;
+  }
+  Graph g;
+  g.values_ = values_;
+  g.outputs_ = outputs_;
+  for (NodeId n = 0; n < NodeId(nodes_.size()); ++n) {
+    const Node& nd = nodes_[size_t(n)];
+    if (!live_node[size_t(n)]) {
+      g.values_[size_t(nd.output)].producer = -1;
+      continue;
+    }
+    g.values_[size_t(nd.output)].producer = NodeId(g.nodes_.size());
+    g.nodes_.push_back(nd);
+  }
+  return g;
+}
+
 std::string Graph::dump() const {
   std::string s;
   for (const Node& nd : nodes_) {

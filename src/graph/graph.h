@@ -60,6 +60,11 @@ class Graph {
   // inputs, weights, state and outputs keep their ids.
   Graph decomposed() const;
 
+  // A new graph without the nodes that no output needs (and no state write needs): what
+  // autodiff appended for gradients nobody asked for. Value ids stay valid; values left without
+  // a producer are unused.
+  Graph pruned() const;
+
   // One line per node: "%12 = matmul(%3, %7) [64, 768] f32  # h.0.attn.qkv".
   std::string dump() const;
 

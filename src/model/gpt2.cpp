@@ -1,6 +1,7 @@
 #include "model/gpt2.h"
 
 #include <algorithm>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -9,22 +10,40 @@
 
 namespace strand {
 
-ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits) {
+namespace {
+
+struct LmGraphOptions {
+  int64_t seqs = 1;      // sequences stacked by rows (training batches)
+  int64_t past = 0;      // tokens already in the KV cache
+  bool kv_cache = true;  // append k, v to cache state values (inference) or attend to this pass's only
+  bool all_logits = false;
+};
+
+// The GPT-2 graph for `t` tokens per sequence (see gpt2.h).
+ForwardGraph build_lm_graph(const Gpt2Model& m, int64_t t, const LmGraphOptions& o) {
   const Gpt2Config& cfg = m.config;
   const Gpt2Weights& w = m.weights;
   const int64_t C = cfg.n_embd;
+  const int64_t past = o.past, rows = o.seqs * t;
+  const bool all_logits = o.all_logits;
   if (t <= 0) fail("forward: no tokens to run");
+  if (o.seqs <= 0) fail("forward: {} sequences", o.seqs);
   if (past < 0 || past + t > cfg.n_positions)
     fail("forward: {} cached + {} new tokens exceed the model's context of {}", past, t, cfg.n_positions);
+  if (!o.kv_cache && past > 0) fail("forward: a graph without KV cache cannot start after {} cached tokens", past);
   Act act;
   if (!parse_hf_activation(cfg.activation_function, &act))
     fail("activation_function '{}' is not supported", cfg.activation_function);
 
   ForwardGraph fg;
   Graph& g = fg.graph;
+  std::map<std::string, ValueId> by_name;  // one value per weight tensor, however often it is used
   auto weight = [&](const std::string& name, const Tensor& tensor) {
+    const auto it = by_name.find(name);
+    if (it != by_name.end()) return it->second;
     const ValueId v = g.weight(name, tensor.shape, tensor.dtype);
     fg.weights.emplace_back(v, tensor);
+    by_name[name] = v;
     return v;
   };
   auto linear = [&](ValueId x, const Tensor& wt, const Tensor& b, const std::string& name) {
@@ -36,8 +55,8 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
     return g.add(OpKind::LayerNorm, {x, weight(name + ".weight", gain), weight(name + ".bias", bias)}, a, name);
   };
 
-  fg.ids = g.input("ids", {t}, DType::I32);
-  fg.pos = g.input("positions", {t}, DType::I32);
+  fg.ids = g.input("ids", {rows}, DType::I32);
+  fg.pos = g.input("positions", {rows}, DType::I32);
   const ValueId tok = g.add(OpKind::GatherRows, {weight("wte.weight", w.wte), fg.ids}, {}, "wte");
   const ValueId pos = g.add(OpKind::GatherRows, {weight("wpe.weight", w.wpe), fg.pos}, {}, "wpe");
   ValueId x = g.add(OpKind::Add, {tok, pos}, {}, "embed");
@@ -55,15 +74,19 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
     const ValueId k = g.add(OpKind::SliceCols, {qkv}, sl, p + "attn.k");
     sl.start = 2 * C;
     const ValueId v = g.add(OpKind::SliceCols, {qkv}, sl, p + "attn.v");
-    Attrs kv;
-    kv.past = past;
-    fg.k_cache.push_back(g.state(p + "k_cache", {cfg.n_positions, C}, DType::F32));
-    fg.v_cache.push_back(g.state(p + "v_cache", {cfg.n_positions, C}, DType::F32));
-    const ValueId keys = g.add(OpKind::KvStore, {fg.k_cache.back(), k}, kv, p + "attn.k_store");
-    const ValueId vals = g.add(OpKind::KvStore, {fg.v_cache.back(), v}, kv, p + "attn.v_store");
+    ValueId keys = k, vals = v;
+    if (o.kv_cache) {
+      Attrs kv;
+      kv.past = past;
+      fg.k_cache.push_back(g.state(p + "k_cache", {cfg.n_positions, C}, DType::F32));
+      fg.v_cache.push_back(g.state(p + "v_cache", {cfg.n_positions, C}, DType::F32));
+      keys = g.add(OpKind::KvStore, {fg.k_cache.back(), k}, kv, p + "attn.k_store");
+      vals = g.add(OpKind::KvStore, {fg.v_cache.back(), v}, kv, p + "attn.v_store");
+    }
     Attrs at;
     at.heads = cfg.n_head;
     at.past = past;
+    at.seqs = o.seqs;
     const ValueId att = g.add(OpKind::Attention, {q, keys, vals}, at, p + "attn");
     const ValueId proj = linear(att, L.attn_proj_w, L.attn_proj_b, p + "attn.c_proj");
     x = g.add(OpKind::Add, {x, proj}, {}, p + "attn.residual");
@@ -77,7 +100,8 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
     x = g.add(OpKind::Add, {x, h}, {}, p + "mlp.residual");
   }
   x = layernorm(x, w.ln_f_w, w.ln_f_b, "ln_f");
-  if (!all_logits && t > 1) {
+  if (!all_logits && rows > 1) {
+    if (o.seqs > 1) fail("forward: the last token's logits of several sequences are not supported");
     Attrs last;
     last.start = t - 1;
     last.len = 1;
@@ -88,6 +112,23 @@ ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all
   fg.logits = g.add(OpKind::MatMul, {x, weight(w.tied ? "wte.weight" : "lm_head.weight", w.lm_head)}, tb, "lm_head");
   g.mark_output(fg.logits);
   return fg;
+}
+
+}  // namespace
+
+ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits) {
+  LmGraphOptions o;
+  o.past = past;
+  o.all_logits = all_logits;
+  return build_lm_graph(m, t, o);
+}
+
+ForwardGraph build_training_forward(const Gpt2Model& m, int64_t seqs, int64_t t) {
+  LmGraphOptions o;
+  o.seqs = seqs;
+  o.kv_cache = false;
+  o.all_logits = true;
+  return build_lm_graph(m, t, o);
 }
 
 namespace {

@@ -41,6 +41,12 @@ struct ForwardGraph {
 // when all_logits, else only for the last.
 ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits);
 
+// The forward graph of a training step: `seqs` sequences of `t` tokens each, stacked by rows
+// (ids and positions [seqs * t]), no KV cache (attention reads the step's own keys and values),
+// logits for every token [seqs * t, V]. Each weight tensor is one graph value, even when it is
+// used twice (a tied wte feeds the embedding and the lm_head): its gradient sums both uses.
+ForwardGraph build_training_forward(const Gpt2Model& m, int64_t seqs, int64_t t);
+
 struct RunnerOptions {
   bool strict = false;  // --no-fallback
   bool poison = false;  // NaN-fill every intermediate before running

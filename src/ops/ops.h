@@ -35,7 +35,24 @@ enum class OpKind : uint8_t {
   KvStore,      // (cache[L,C], new[T,C]) -> cache rows [0, past+T) after writing new at row `past`
   // fused (each has a decomposition)
   Linear,       // (x[M,K], w[K,N], b[N]) -> x·w + b         = Add(MatMul(x, w), b)
-  Attention,    // (q[T,C], k[P+T,C], v[P+T,C]) -> [T,C]      causal, attr heads, past
+  Attention,    // (q[S*T,C], k[S*(P+T),C], v[S*(P+T),C]) -> [S*T,C]   causal; attrs heads, past,
+                //   seqs = S independent sequences stacked by rows (1 for inference)
+  // training: the loss and the ops that gradients are made of (src/ops/vjp.cpp)
+  MatMulAt,     // (a[K,M], b[K,N]; or b[N,K] with trans_b) -> aᵀ·b [M,N]   (weight gradients)
+  CausalZero,   // (g[T,S]) -> g with 0 where j > past + i   (the gradient of CausalMask)
+  PadCols,      // (x[M,n]) -> [M, len]: zeros, x at columns [start, start+n)   (of SliceCols)
+  PadRows,      // (x[m,N]) -> [len, N]: zeros, x at rows [start, start+m)      (of SliceRows)
+  SumRows,      // (x[M,N]) -> [N]: column sums                                 (of a row broadcast)
+  BroadcastRows,  // (x[N]) -> [len, N]: x in every row                           (of SumRows)
+  ScatterAddRows,  // (dy[T,C], ids[T] i32) -> [len, C]: zeros, row ids[t] += dy[t]  (of GatherRows)
+  CrossEntropy,    // (logits[T,V], targets[T] i32) -> [1]: mean_t -log softmax(logits[t])[targets[t]]
+  CrossEntropyBackward,  // (logits[T,V], targets[T], dloss[1]) -> [T,V]: (softmax - onehot) * dloss / T
+  LayerNormBackward,     // (x[M,N], g[N], dy[M,N]) -> dx [M,N]                       attr eps
+  LayerNormGainGrad,     // (x[M,N], dy[M,N]) -> [N]: column sums of dy · x̂ (x normalized)  attr eps
+  ActivationBackward,    // (x, dy) -> dy · act'(x)                                   attr act
+  SoftmaxBackward,       // (y[M,N], dy[M,N]) -> y · (dy - rowsum(dy · y)), y = softmax(x)
+  AttentionBackward,     // (q, k, v, dy) as Attention -> [S*(P+T), 3C]: per sequence, its P+T key rows
+                         //   hold [dq | dk | dv], dq in the last T rows (zeros above)
   kCount
 };
 
@@ -54,6 +71,7 @@ struct Attrs {
   int64_t len = 0;       // SliceCols, SliceRows
   int64_t past = 0;      // KvStore, CausalMask, Attention
   int64_t heads = 1;     // Attention
+  int64_t seqs = 1;      // Attention: sequences stacked by rows, each attending only to itself
 };
 
 struct OpInfo;
@@ -73,6 +91,13 @@ using ByteFn = double (*)(const std::vector<Shape>& in, const std::vector<DType>
 using DecomposeFn = ValueId (*)(Graph& g, const std::vector<ValueId>& in, const Attrs& a,
                                 const std::string& name);
 
+struct Node;
+// Vector-Jacobian product: for node `n` (a copy: appending may move the graph's nodes) whose
+// output has gradient `dy` (same shape), appends the nodes that compute the gradient of each
+// input and returns them, one per input; -1 for an input that takes no gradient (token ids,
+// targets, the KV cache). Throws strand::Error for a case it cannot differentiate.
+using VjpFn = std::vector<ValueId> (*)(Graph& g, const Node& n, ValueId dy);
+
 struct OpInfo {
   OpKind kind;
   std::string_view name;
@@ -83,6 +108,7 @@ struct OpInfo {
   ByteFn bytes;
   DecomposeFn decompose;  // null for primitives
   int aliases = -1;       // >= 0: the output is a view of this input (written in place)
+  VjpFn vjp = nullptr;    // null: the op has no gradient (a backward op or the loss's gradient)
 };
 
 const OpInfo& op_info(OpKind k);

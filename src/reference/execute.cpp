@@ -126,9 +126,94 @@ void execute_node(const Graph& g, const Node& nd, std::vector<Tensor>& values) {
     }
     case OpKind::Attention: {
       const Tensor q = in(0), k = in(1), v = in(2);
-      std::vector<T> scores(size_t(k.dim(0)));
-      kernels::attention(q.ptr<const T>(), k.ptr<const T>(), v.ptr<const T>(), q.dim(0), q.dim(1), a.heads, a.past,
-                         scores.data(), o);
+      const int64_t C = q.dim(1), t = q.dim(0) / a.seqs, keys = a.past + t;
+      std::vector<T> scores(static_cast<size_t>(keys));
+      for (int64_t s = 0; s < a.seqs; ++s)
+        kernels::attention(q.ptr<const T>() + s * t * C, k.ptr<const T>() + s * keys * C, v.ptr<const T>() + s * keys * C,
+                           t, C, a.heads, a.past, scores.data(), o + s * t * C);
+      break;
+    }
+    case OpKind::MatMulAt: {
+      const Tensor x = in(0);
+      const std::pair<Tensor, bool> wb = weight_as<T>(values[size_t(nd.inputs[1])], a.trans_b);
+      kernels::matmul_at(x.ptr<const T>(), wb.first.ptr<const T>(), wb.second, out.dim(0), x.dim(0), out.dim(1), o);
+      break;
+    }
+    case OpKind::CausalZero: {
+      const Tensor x = in(0);
+      kernels::causal_zero(x.ptr<const T>(), x.dim(0), x.dim(1), a.past, o);
+      break;
+    }
+    case OpKind::PadCols: {
+      const Tensor x = in(0);
+      kernels::pad_cols(x.ptr<const T>(), x.dim(0), x.dim(1), a.start, a.len, o);
+      break;
+    }
+    case OpKind::PadRows: {
+      const Tensor x = in(0);
+      kernels::pad_rows(x.ptr<const T>(), x.dim(0), x.dim(1), a.start, a.len, o);
+      break;
+    }
+    case OpKind::SumRows: {
+      const Tensor x = in(0);
+      kernels::sum_rows(x.ptr<const T>(), x.dim(0), x.dim(1), o);
+      break;
+    }
+    case OpKind::BroadcastRows: {
+      const Tensor x = in(0);
+      kernels::broadcast_rows(x.ptr<const T>(), out.dim(0), out.dim(1), o);
+      break;
+    }
+    case OpKind::ScatterAddRows: {
+      const Tensor dy = in(0);
+      const Tensor& ids = values[size_t(nd.inputs[1])];
+      if (ids.dtype != DType::I32) fail("node {}: ids must be i32", nd.name);
+      kernels::scatter_add_rows(dy.ptr<const T>(), ids.ptr<const int32_t>(), dy.dim(0), dy.dim(1), a.len, o);
+      break;
+    }
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward: {
+      const Tensor x = in(0);
+      const Tensor& tg = values[size_t(nd.inputs[1])];
+      if (tg.dtype != DType::I32) fail("node {}: targets must be i32", nd.name);
+      if (nd.op == OpKind::CrossEntropy) {
+        kernels::cross_entropy(x.ptr<const T>(), tg.ptr<const int32_t>(), x.dim(0), x.dim(1), o);
+      } else {
+        const Tensor dl = in(2);
+        kernels::cross_entropy_backward(x.ptr<const T>(), tg.ptr<const int32_t>(), dl.ptr<const T>()[0], x.dim(0),
+                                        x.dim(1), o);
+      }
+      break;
+    }
+    case OpKind::LayerNormBackward: {
+      const Tensor x = in(0), gm = in(1), dy = in(2);
+      kernels::layernorm_backward(x.ptr<const T>(), gm.ptr<const T>(), dy.ptr<const T>(), x.dim(0), x.dim(1), a.eps, o);
+      break;
+    }
+    case OpKind::LayerNormGainGrad: {
+      const Tensor x = in(0), dy = in(1);
+      kernels::layernorm_gain_grad(x.ptr<const T>(), dy.ptr<const T>(), x.dim(0), x.dim(1), a.eps, o);
+      break;
+    }
+    case OpKind::ActivationBackward: {
+      const Tensor x = in(0), dy = in(1);
+      kernels::activation_backward(x.ptr<const T>(), dy.ptr<const T>(), x.numel(), a.act, o);
+      break;
+    }
+    case OpKind::SoftmaxBackward: {
+      const Tensor y = in(0), dy = in(1);
+      kernels::softmax_backward(y.ptr<const T>(), dy.ptr<const T>(), y.dim(0), y.dim(1), o);
+      break;
+    }
+    case OpKind::AttentionBackward: {
+      const Tensor q = in(0), k = in(1), v = in(2), dy = in(3);
+      const int64_t C = q.dim(1), t = q.dim(0) / a.seqs, keys = a.past + t;
+      std::vector<T> scratch(static_cast<size_t>(2 * keys));
+      for (int64_t i = 0; i < out.numel(); ++i) o[i] = 0;
+      for (int64_t s = 0; s < a.seqs; ++s)
+        kernels::attention_backward(q.ptr<const T>() + s * t * C, k.ptr<const T>() + s * keys * C,
+                                    v.ptr<const T>() + s * keys * C, dy.ptr<const T>() + s * t * C, t, C, a.heads,
+                                    a.past, scratch.data(), o + s * keys * 3 * C);
       break;
     }
     case OpKind::kCount: fail("node {}: invalid op", nd.name);

@@ -21,8 +21,13 @@ std::string case_label(OpKind op, const std::vector<Shape>& shapes, const std::v
   for (size_t i = 0; i < shapes.size(); ++i) s += fmt::format(" {}{}", shape_str(shapes[i]), dt[i] == DType::F32 ? "" : std::string(dtype_name(dt[i])));
   if (op == OpKind::MatMul && a.trans_b) s += " trans_b";
   if (op == OpKind::Activation) s += " " + std::string(act_name(a.act));
+  if (op == OpKind::MatMulAt && a.trans_b) s += " trans_b";
+  if (op == OpKind::ActivationBackward) s += " " + std::string(act_name(a.act));
   if (a.past) s += fmt::format(" past={}", a.past);
-  if (op == OpKind::Attention) s += fmt::format(" heads={}", a.heads);
+  if (op == OpKind::Attention || op == OpKind::AttentionBackward) s += fmt::format(" heads={}", a.heads);
+  if (a.seqs > 1) s += fmt::format(" seqs={}", a.seqs);
+  if (op == OpKind::PadCols || op == OpKind::PadRows) s += fmt::format(" at={} to={}", a.start, a.len);
+  if (op == OpKind::ScatterAddRows) s += fmt::format(" rows={}", a.len);
   return s;
 }
 
@@ -44,6 +49,51 @@ Tensor random_tensor(const Shape& shape, DType dt, Rng& rng, int64_t id_limit, i
 void col_major(OpCase& c) {
   c.col_major_weight = true;
   c.label += " col-major";
+}
+
+// The training ops (the loss and the backward ops) on sizes m, n, k drawn by the caller.
+template <class Pick, class Push>
+void push_training_cases(Rng& rng, int64_t m, int64_t n, int64_t k, Pick&& pick, Push&& push) {
+  const std::vector<DType> f1 = {DType::F32}, f2 = {DType::F32, DType::F32};
+  Attrs a;
+  push(OpKind::MatMulAt, {{k, m}, {k, n}}, f2, a);
+  a.trans_b = true;
+  push(OpKind::MatMulAt, {{k, m}, {n, k}}, f2, a);
+  a = {};
+  a.past = int64_t(rng.below(9));
+  push(OpKind::CausalZero, {{m, m + a.past}}, f1, a);
+  a = {};
+  a.start = int64_t(rng.below(5));
+  a.len = a.start + n + int64_t(rng.below(5));
+  push(OpKind::PadCols, {{m, n}}, f1, a);
+  a.len = a.start + m + int64_t(rng.below(5));
+  push(OpKind::PadRows, {{m, n}}, f1, a);
+  a = {};
+  push(OpKind::SumRows, {{m, n}}, f1, a);
+  a.len = m;
+  push(OpKind::BroadcastRows, {{n}}, f1, a);
+  a = {};
+  a.len = pick() + 2;  // table rows; ids drawn below it
+  push(OpKind::ScatterAddRows, {{m, n}, {m}}, {DType::F32, DType::I32}, a);
+  a = {};
+  push(OpKind::CrossEntropy, {{m, n + 1}, {m}}, {DType::F32, DType::I32}, a);
+  push(OpKind::CrossEntropyBackward, {{m, n + 1}, {m}, {1}}, {DType::F32, DType::I32, DType::F32}, a);
+  a.eps = 1e-5;
+  push(OpKind::LayerNormBackward, {{m, n}, {n}, {m, n}}, {DType::F32, DType::F32, DType::F32}, a);
+  push(OpKind::LayerNormGainGrad, {{m, n}, {m, n}}, f2, a);
+  a = {};
+  a.act = Act(rng.below(5));
+  push(OpKind::ActivationBackward, {{m, n}, {m, n}}, f2, a);
+  a = {};
+  push(OpKind::SoftmaxBackward, {{m, n}, {m, n}}, f2, a);
+  a.heads = 1 + int64_t(rng.below(3));
+  const int64_t c = a.heads * (1 + int64_t(rng.below(17)));
+  a.seqs = 1 + int64_t(rng.below(3));
+  a.past = rng.below(2) ? int64_t(rng.below(4)) : 0;
+  const int64_t t = 1 + int64_t(rng.below(9));
+  const int64_t keys = a.seqs * (a.past + t);
+  push(OpKind::AttentionBackward, {{a.seqs * t, c}, {keys, c}, {keys, c}, {a.seqs * t, c}},
+       {DType::F32, DType::F32, DType::F32, DType::F32}, a);
 }
 
 }  // namespace
@@ -118,6 +168,13 @@ std::vector<OpCase> random_op_cases(uint64_t seed, int per_op) {
     a.past = int64_t(rng.below(6));
     push(OpKind::Attention, {{m, heads * d}, {a.past + m, heads * d}, {a.past + m, heads * d}},
          {DType::F32, DType::F32, DType::F32}, a);
+    // Several sequences stacked by rows (a training batch), with and without a cache.
+    a.seqs = 2 + int64_t(rng.below(2));
+    const int64_t t = 1 + int64_t(rng.below(9));
+    push(OpKind::Attention, {{a.seqs * t, heads * d}, {a.seqs * (a.past + t), heads * d}, {a.seqs * (a.past + t), heads * d}},
+         {DType::F32, DType::F32, DType::F32}, a);
+    a = {};
+    push_training_cases(rng, m, n, k, pick, push);
   }
   return cases;
 }
@@ -210,7 +267,11 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
   std::vector<ValueId> in;
   Rng rng(seed);
   std::vector<Tensor> inputs;
-  const int64_t id_limit = c.op == OpKind::GatherRows ? c.shapes[0][0] : 1;
+  // Token ids index the table; scattered ids index the output's rows; targets the logits' columns.
+  const int64_t id_limit = c.op == OpKind::GatherRows        ? c.shapes[0][0]
+                           : c.op == OpKind::ScatterAddRows  ? c.attrs.len
+                           : c.op == OpKind::CrossEntropy || c.op == OpKind::CrossEntropyBackward ? c.shapes[0][1]
+                                                                                                  : 1;
   for (size_t i = 0; i < c.shapes.size(); ++i) {
     const bool state = c.op == OpKind::KvStore && i == 0;
     const std::string name = fmt::format("in{}", i);
@@ -309,7 +370,7 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
   // For a product an output can be much smaller than the terms summed into it (cancellation),
   // and rounding scales with the terms: measure against max_ij sum_k |a_ik| |b_kj| (+ |bias|),
   // the reference run on the inputs' absolute values.
-  if (c.op == OpKind::MatMul || c.op == OpKind::Linear) {
+  if (c.op == OpKind::MatMul || c.op == OpKind::Linear || c.op == OpKind::MatMulAt) {
     std::vector<Tensor> abs_in;
     for (const Tensor& t : iref) {
       Tensor x = t.to(DType::F64);

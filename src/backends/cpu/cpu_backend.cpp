@@ -12,6 +12,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/quant.h"
 #include "backends/cpu/threadpool.h"
+#include "backends/cpu/train_ops.h"
 #include "core/error.h"
 
 namespace strand {
@@ -54,7 +55,10 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool& pool() const { return ThreadPool::global(); }
   void exec(const Node& nd, std::vector<Tensor>& values);
-  void matmul(const Node& nd, const Tensor& a, const Tensor& b, bool trans_b, const float* bias, Tensor& out);
+  void matmul(const Node& nd, const Tensor& a, const Tensor& b, bool trans_b, const float* bias, Tensor& out,
+              bool trans_a = false);
+  cpu::AttnArgs attn_args(const Node& nd, const Tensor& q, const Tensor& k, const Tensor& v, int64_t seqs);
+  void attention(const cpu::AttnArgs& a);  // one sequence
   // `t` as f32 floats: its own data when it already is, else widened into conversion buffer `slot`.
   const float* as_f32(const Tensor& t, int slot, const std::string& node);
   void gemv_kn_split_k(const cpu::GemvArgs& g, ThreadPool* pool);
@@ -129,10 +133,44 @@ Verdict CpuBackend::supports(const Graph& g, const Node& n) const {
     case OpKind::Attention: {
       why = first({need_f32(0, "q"), need_f32(1, "k"), need_f32(2, "v")});
       if (!why.empty()) return Verdict::no(why);
-      const int64_t T = g.value(n.inputs[0]).shape[0];
-      return Verdict::yes(fmt::format("fused {} attention ({})", isa_words(k_),
-                                      T <= cpu::kAttnDecodeMaxQueries ? "decode: heads x queries" : "prefill: heads x query blocks"));
+      const int64_t T = g.value(n.inputs[0]).shape[0] / std::max<int64_t>(1, n.attrs.seqs);
+      return Verdict::yes(fmt::format("fused {} attention ({}{})", isa_words(k_),
+                                      T <= cpu::kAttnDecodeMaxQueries ? "decode: heads x queries" : "prefill: heads x query blocks",
+                                      n.attrs.seqs > 1 ? fmt::format(", {} sequences", n.attrs.seqs) : ""));
     }
+    case OpKind::MatMulAt:
+      why = first({need_f32(0, "a"), need_f32(1, "b")});
+      return why.empty() ? Verdict::yes("packed GEMM, A read transposed") : Verdict::no(why);
+    case OpKind::CausalZero:
+    case OpKind::PadCols:
+    case OpKind::PadRows:
+      why = need_f32(0, "x");
+      return why.empty() ? Verdict::yes("row copy") : Verdict::no(why);
+    case OpKind::SumRows:
+      why = need_f32(0, "x");
+      return why.empty() ? Verdict::yes("column sums, columns split over threads") : Verdict::no(why);
+    case OpKind::BroadcastRows:
+      why = need_f32(0, "x");
+      return why.empty() ? Verdict::yes("row copy") : Verdict::no(why);
+    case OpKind::ScatterAddRows:
+      why = first({need_f32(0, "dy"), dt(1) == DType::I32 ? "" : "ids must be i32"});
+      return why.empty() ? Verdict::yes("row adds, columns split over threads") : Verdict::no(why);
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward:
+      why = first({need_f32(0, "logits"), dt(1) == DType::I32 ? "" : "targets must be i32"});
+      return why.empty() ? Verdict::yes(simd + " softmax per row") : Verdict::no(why);
+    case OpKind::LayerNormBackward:
+      why = first({need_f32(0, "x"), need_param(1, "the gain"), need_f32(2, "dy")});
+      return why.empty() ? Verdict::yes("rows split over threads") : Verdict::no(why);
+    case OpKind::LayerNormGainGrad:
+    case OpKind::ActivationBackward:
+    case OpKind::SoftmaxBackward:
+      why = first({need_f32(0, "x"), need_f32(1, "dy")});
+      return why.empty() ? Verdict::yes("split over threads") : Verdict::no(why);
+    case OpKind::AttentionBackward:
+      why = first({need_f32(0, "q"), need_f32(1, "k"), need_f32(2, "v"), need_f32(3, "dy")});
+      return why.empty() ? Verdict::yes("per (sequence, head): probabilities recomputed, five packed GEMMs")
+                         : Verdict::no(why);
     case OpKind::kCount: break;
   }
   return Verdict::no("unknown op");
@@ -164,13 +202,16 @@ const float* CpuBackend::as_f32(const Tensor& t, int slot, const std::string& no
   return buf.data();
 }
 
-void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bool trans_b, const float* bias, Tensor& out) {
+void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bool trans_b, const float* bias, Tensor& out,
+                        bool trans_a) {
   const float* A = f32_data(a, nd.name, "a");
   // A column-major weight (see core/tensor.h) is its row-major storage read transposed.
   const bool lines = b_in.col_major();
   const Tensor b = lines ? b_in.col_major_storage() : b_in;
   if (lines) trans_b = !trans_b;
-  const int64_t M = a.dim(0), K = a.dim(1), N = out.dim(1);
+  // trans_a (matmul_at): a is stored [K, M] and read transposed; only cpu::gemm takes that.
+  const int64_t M = trans_a ? a.dim(1) : a.dim(0), K = trans_a ? a.dim(0) : a.dim(1), N = out.dim(1);
+  if (trans_a && b.dtype == DType::Q8) fail("node {}: a transposed product with q8 weights is not supported", nd.name);
   float* C = out.ptr<float>();
   ThreadPool* pool = &this->pool();
   if (b.dtype == DType::Q8) {
@@ -184,7 +225,7 @@ void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, boo
       for (int64_t j = 0; j < N; ++j) C[i * N + j] = bias ? bias[j] : 0.0f;
     return;
   }
-  if (M <= cpu::kGemvRows) {
+  if (M <= cpu::kGemvRows && !trans_a) {
     cpu::GemvArgs g;
     g.M = M;
     g.K = K;
@@ -211,7 +252,8 @@ void CpuBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, boo
   g.N = N;
   g.K = K;
   g.A = A;
-  g.lda = K;
+  g.lda = trans_a ? M : K;
+  g.trans_a = trans_a;
   g.B = b.data;
   g.b_dtype = b.dtype;
   g.ldb = trans_b ? K : N;
@@ -387,36 +429,137 @@ void CpuBackend::exec(const Node& nd, std::vector<Tensor>& values) {
       break;
     }
     case OpKind::Attention: {
-      cpu::AttnArgs a;
-      a.q = f32_data(in(0), nd.name, "q");
-      a.k = f32_data(in(1), nd.name, "k");
-      a.v = f32_data(in(2), nd.name, "v");
+      const int64_t seqs = std::max<int64_t>(1, at.seqs);
+      cpu::AttnArgs a = attn_args(nd, in(0), in(1), in(2), seqs);
       a.out = o;
-      a.T = in(0).dim(0);
-      a.C = in(0).dim(1);
-      a.H = at.heads;
-      a.D = a.C / a.H;
-      a.past = at.past;
-      a.scale = float(1.0 / std::sqrt(double(a.D)));
       if (a.T == 0) break;
-      const bool decode = a.T <= cpu::kAttnDecodeMaxQueries;
-      const int64_t units = decode ? cpu::attn_decode_units(a) : cpu::attn_prefill_units(a);
-      const size_t need = size_t(cpu::attn_scratch_floats(a));
-      if (attn_scratch_.size() < size_t(pool->size())) attn_scratch_.resize(size_t(pool->size()));
-      for (auto& s : attn_scratch_)
-        if (s.size() < need) s.resize(need);
-      // A unit's work is about (past + T) * D multiply-adds: tiny decode steps stay on one thread.
-      const int64_t per_unit = (a.past + a.T) * a.D * (decode ? 2 : 2 * cpu::kAttnQueryBlock);
-      const int64_t min_units = std::max<int64_t>(1, kMinParallelAttention / std::max<int64_t>(1, per_unit));
-      cpu::parallel_ranges_t(pool, units, 1, min_units, [&](int t, int64_t s, int64_t e) {
-        float* scratch = attn_scratch_[size_t(t)].data();
-        if (decode) k.attn_decode(a, s, e, scratch);
-        else k.attn_prefill(a, s, e, scratch);
-      });
+      for (int64_t s = 0; s < seqs; ++s) {  // sequences one after the other
+        cpu::AttnArgs one = a;
+        one.q += s * a.T * a.C;
+        one.k += s * (a.past + a.T) * a.C;
+        one.v += s * (a.past + a.T) * a.C;
+        one.out += s * a.T * a.C;
+        attention(one);
+      }
+      break;
+    }
+    case OpKind::MatMulAt:
+      matmul(nd, in(0), in(1), at.trans_b, nullptr, out, /*trans_a=*/true);
+      break;
+    case OpKind::CausalZero: {
+      const float* x = f32_data(in(0), nd.name, "x");
+      const int64_t T = out.dim(0), S = out.dim(1);
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t keep = std::min(S, at.past + i + 1);
+        std::memcpy(o + i * S, x + i * S, size_t(keep) * 4);
+        std::memset(o + i * S + keep, 0, size_t(S - keep) * 4);
+      }
+      break;
+    }
+    case OpKind::PadCols: {
+      const float* x = f32_data(in(0), nd.name, "x");
+      const int64_t M = out.dim(0), W = out.dim(1), n = in(0).dim(1);
+      for (int64_t i = 0; i < M; ++i) {
+        float* r = o + i * W;
+        std::memset(r, 0, size_t(at.start) * 4);
+        std::memcpy(r + at.start, x + i * n, size_t(n) * 4);
+        std::memset(r + at.start + n, 0, size_t(W - at.start - n) * 4);
+      }
+      break;
+    }
+    case OpKind::PadRows: {
+      const float* x = f32_data(in(0), nd.name, "x");
+      const int64_t N = out.dim(1), m = in(0).dim(0);
+      std::memset(o, 0, size_t(at.start * N) * 4);
+      std::memcpy(o + at.start * N, x, size_t(m * N) * 4);
+      std::memset(o + (at.start + m) * N, 0, size_t((out.dim(0) - at.start - m) * N) * 4);
+      break;
+    }
+    case OpKind::SumRows:
+      cpu::sum_rows(f32_data(in(0), nd.name, "x"), in(0).dim(0), in(0).dim(1), o, pool);
+      break;
+    case OpKind::BroadcastRows: {
+      const float* x = f32_data(in(0), nd.name, "x");
+      const int64_t N = out.dim(1);
+      for (int64_t i = 0; i < out.dim(0); ++i) std::memcpy(o + i * N, x, size_t(N) * 4);
+      break;
+    }
+    case OpKind::ScatterAddRows: {
+      const Tensor& ids = in(1);
+      if (ids.dtype != DType::I32) fail("node {}: ids must be i32", nd.name);
+      cpu::scatter_add_rows(f32_data(in(0), nd.name, "dy"), ids.ptr<const int32_t>(), in(0).dim(0), in(0).dim(1),
+                            out.dim(0), o, pool);
+      break;
+    }
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward: {
+      const float* x = f32_data(in(0), nd.name, "logits");
+      const Tensor& tg = in(1);
+      if (tg.dtype != DType::I32) fail("node {}: targets must be i32", nd.name);
+      const int64_t n = in(0).dim(0), V = in(0).dim(1);
+      if (nd.op == OpKind::CrossEntropy)
+        cpu::cross_entropy(k, x, tg.ptr<const int32_t>(), n, V, o, pool);
+      else
+        cpu::cross_entropy_backward(k, x, tg.ptr<const int32_t>(), f32_data(in(2), nd.name, "dloss")[0], n, V, o, pool);
+      break;
+    }
+    case OpKind::LayerNormBackward:
+      cpu::layernorm_backward(f32_data(in(0), nd.name, "x"), as_f32(in(1), 0, nd.name), f32_data(in(2), nd.name, "dy"),
+                              out.dim(0), out.dim(1), float(at.eps), o, pool);
+      break;
+    case OpKind::LayerNormGainGrad:
+      cpu::layernorm_gain_grad(f32_data(in(0), nd.name, "x"), f32_data(in(1), nd.name, "dy"), in(0).dim(0),
+                               in(0).dim(1), float(at.eps), o, pool);
+      break;
+    case OpKind::ActivationBackward:
+      cpu::activation_backward(f32_data(in(0), nd.name, "x"), f32_data(in(1), nd.name, "dy"), out.numel(), at.act, o,
+                               pool);
+      break;
+    case OpKind::SoftmaxBackward:
+      cpu::softmax_backward(f32_data(in(0), nd.name, "y"), f32_data(in(1), nd.name, "dy"), out.dim(0), out.dim(1), o,
+                            pool);
+      break;
+    case OpKind::AttentionBackward: {
+      const int64_t seqs = std::max<int64_t>(1, at.seqs);
+      const cpu::AttnArgs a = attn_args(nd, in(0), in(1), in(2), seqs);
+      cpu::attention_backward(k, a, f32_data(in(3), nd.name, "dy"), seqs, o, pool, attn_scratch_);
       break;
     }
     case OpKind::kCount: fail("node {}: invalid op", nd.name);
   }
+}
+
+cpu::AttnArgs CpuBackend::attn_args(const Node& nd, const Tensor& q, const Tensor& k, const Tensor& v, int64_t seqs) {
+  cpu::AttnArgs a;
+  a.q = f32_data(q, nd.name, "q");
+  a.k = f32_data(k, nd.name, "k");
+  a.v = f32_data(v, nd.name, "v");
+  a.T = q.dim(0) / seqs;
+  a.C = q.dim(1);
+  a.H = nd.attrs.heads;
+  a.D = a.C / a.H;
+  a.past = nd.attrs.past;
+  a.scale = float(1.0 / std::sqrt(double(a.D)));
+  return a;
+}
+
+void CpuBackend::attention(const cpu::AttnArgs& a) {
+  ThreadPool* pool = &this->pool();
+  const Kernels& k = k_;
+  const bool decode = a.T <= cpu::kAttnDecodeMaxQueries;
+  const int64_t units = decode ? cpu::attn_decode_units(a) : cpu::attn_prefill_units(a);
+  const size_t need = size_t(cpu::attn_scratch_floats(a));
+  if (attn_scratch_.size() < size_t(pool->size())) attn_scratch_.resize(size_t(pool->size()));
+  for (auto& s : attn_scratch_)
+    if (s.size() < need) s.resize(need);
+  // A unit's work is about (past + T) * D multiply-adds: tiny decode steps stay on one thread.
+  const int64_t per_unit = (a.past + a.T) * a.D * (decode ? 2 : 2 * cpu::kAttnQueryBlock);
+  const int64_t min_units = std::max<int64_t>(1, kMinParallelAttention / std::max<int64_t>(1, per_unit));
+  cpu::parallel_ranges_t(pool, units, 1, min_units, [&](int t, int64_t s, int64_t e) {
+    float* scratch = attn_scratch_[size_t(t)].data();
+    if (decode) k.attn_decode(a, s, e, scratch);
+    else k.attn_prefill(a, s, e, scratch);
+  });
 }
 
 }  // namespace

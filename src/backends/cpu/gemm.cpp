@@ -223,6 +223,16 @@ const GemmKernels* kernels_avx2() { return nullptr; }
 const GemmKernels* kernels_avx512() { return nullptr; }
 #endif
 
+void pack_a_trans(const float* A, int64_t lda, int m, int mr, int64_t kc, float* Ap) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = A + k * lda;
+    float* dst = Ap + k * mr;
+    int i = 0;
+    for (; i < m; ++i) dst[i] = src[i];
+    for (; i < mr; ++i) dst[i] = 0.0f;
+  }
+}
+
 }  // namespace detail
 
 namespace {
@@ -318,8 +328,13 @@ void packed_range(const GemmArgs& g, const GemmKernels& kr, int64_t MC, int64_t 
     for (int64_t pc = 0; pc < g.K; pc += kcb) {
       const int64_t kc = std::min(kcb, g.K - pc);
       const bool first = pc == 0;
-      for (int64_t p = 0; p < panels; ++p)  // A block: packed once, used for every column block
-        kr.pack_a(g.A + panel_row(p) * g.lda + pc, g.lda, int(panel_row(p + 1) - panel_row(p)), kc, Ap + p * kc * mr);
+      for (int64_t p = 0; p < panels; ++p) {  // A block: packed once, used for every column block
+        const int m = int(panel_row(p + 1) - panel_row(p));
+        if (g.trans_a)
+          detail::pack_a_trans(g.A + pc * g.lda + panel_row(p), g.lda, m, mr, kc, Ap + p * kc * mr);
+        else
+          kr.pack_a(g.A + panel_row(p) * g.lda + pc, g.lda, m, kc, Ap + p * kc * mr);
+      }
       for (int64_t jc = n0; jc < n1; jc += ncb) {
         const int64_t nc = std::min(ncb, n1 - jc);
         kr.pack_b(g, pc, kc, jc, nc, Bp, kc * nr);
@@ -423,7 +438,7 @@ void check_args(const GemmArgs& g) {
   if (g.ldc < g.N) fail("gemm: ldc {} < N {}", g.ldc, g.N);
   if (g.K == 0) return;
   if (!g.A || !g.B) fail("gemm: A or B is null");
-  if (g.lda < g.K) fail("gemm: lda {} < K {}", g.lda, g.K);
+  if (g.lda < (g.trans_a ? g.M : g.K)) fail("gemm: lda {} < {} {}", g.lda, g.trans_a ? "M" : "K", g.trans_a ? g.M : g.K);
   const int64_t need_ldb = g.trans_b ? g.K : g.N;
   if (g.ldb < need_ldb) fail("gemm: ldb {} < {} {}", g.ldb, g.trans_b ? "K" : "N", need_ldb);
 }
@@ -465,6 +480,18 @@ void gemm(const GemmArgs& g, ThreadPool* pool, const GemmOptions& opt) {
     return;
   }
   const bool gemv = opt.path == GemmPath::Gemv || (opt.path == GemmPath::Auto && g.M <= kGemvMaxRows);
+  if (gemv && g.trans_a) {
+    // The GEMV kernels read rows of A: give them Aᵀ's few rows as a contiguous copy.
+    std::vector<float> at(size_t(g.M * g.K));
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t i = 0; i < g.M; ++i) at[size_t(i * g.K + k)] = g.A[k * g.lda + i];
+    GemmArgs s = g;
+    s.A = at.data();
+    s.lda = g.K;
+    s.trans_a = false;
+    gemm(s, pool, opt);
+    return;
+  }
   if (gemv) {
     // The GEMV kernels hold at most kGemvMaxRows rows of A at once: take taller A in slices.
     for (int64_t r = 0; r < g.M; r += kGemvMaxRows) {

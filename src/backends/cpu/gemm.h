@@ -1,7 +1,8 @@
 // strand/backends/cpu/gemm.h — the cpu tier's matrix product (interface).
 //
-//   C[M, N] = A[M, K] · B  (+ bias[N])
-// A and C are f32, row-major with leading dimensions lda / ldc. B is [K, N] row-major (ldb),
+//   C[M, N] = A[M, K] · B  (+ bias[N])      or, with trans_a, Aᵀ · B for A stored [K, M]
+// A and C are f32, row-major with leading dimensions lda / ldc (with trans_a, A's rows are its
+// K rows of M values: weight gradients Xᵀ·dY read the activations as stored). B is [K, N] row-major (ldb),
 // or [N, K] when trans_b (ldb is then its row stride), stored as f32, f16 or bf16; B is
 // widened to f32 while it is packed, so products are always computed in f32.
 // C is written, never read (no beta): its old contents do not matter. C must not overlap
@@ -29,6 +30,7 @@ struct GemmArgs {
   int64_t M = 0, N = 0, K = 0;
   const float* A = nullptr;
   int64_t lda = 0;
+  bool trans_a = false;  // A is stored [K, M] (row stride lda >= M) and read transposed
   const void* B = nullptr;
   DType b_dtype = DType::F32;
   int64_t ldb = 0;
@@ -108,6 +110,11 @@ struct GemmKernels {
 const GemmKernels& kernels_generic();
 const GemmKernels* kernels_avx2();    // nullptr when not compiled in
 const GemmKernels* kernels_avx512();  // nullptr when not compiled in
+
+// Ap[k*mr + i] = A[k*lda + i] for i < m (rows m..mr-1 zero), k < kc: an A block of a trans_a
+// product (A stored [K, M]) packed for any ISA's micro-kernel. Plain copies: vectorised as the
+// compiler can.
+void pack_a_trans(const float* A, int64_t lda, int m, int mr, int64_t kc, float* Ap);
 
 // Portable pieces the SIMD kernel sets may reuse.
 void pack_b_generic(const GemmArgs& g, int nr, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* Bp,

@@ -276,6 +276,7 @@ Verdict ane_supports_node(const Graph& g, const Node& n) {
       return v;
     }
     case OpKind::Attention: {
+      if (n.attrs.seqs > 1) return Verdict::no("several sequences in one attention (a training batch)");
       const int64_t keys = in_shape(1)[0];
       if (keys > kAneMaxDim) return Verdict::no(fmt::format("{} keys, above the ANE's limit of {}", keys, kAneMaxDim));
       const Verdict v = check("matmul", "per-head matmul + softmax");
@@ -294,6 +295,21 @@ Verdict ane_supports_node(const Graph& g, const Node& n) {
     case OpKind::SliceCols:
     case OpKind::SliceRows: return check("slice_by_index", "slice");
     case OpKind::ConcatCols: return check("concat", "concat");
+    case OpKind::MatMulAt:
+    case OpKind::CausalZero:
+    case OpKind::PadCols:
+    case OpKind::PadRows:
+    case OpKind::SumRows:
+    case OpKind::BroadcastRows:
+    case OpKind::ScatterAddRows:
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward:
+    case OpKind::LayerNormBackward:
+    case OpKind::LayerNormGainGrad:
+    case OpKind::ActivationBackward:
+    case OpKind::SoftmaxBackward:
+    case OpKind::AttentionBackward:
+      return Verdict::no(fmt::format("{} is a training op: the ANE runs inference only", op_name(n.op)));
     case OpKind::kCount: break;
   }
   return Verdict::no(fmt::format("{} has no ANE lowering", op_name(n.op)));
