@@ -30,6 +30,14 @@ class Rng {
     s_[3] = rotl(s_[3], 45);
     return r;
   }
+  // The generator's whole state (to save with a checkpoint and continue the same sequence).
+  struct State {
+    uint64_t s[4];
+  };
+  State state() const { return {{s_[0], s_[1], s_[2], s_[3]}}; }
+  void set_state(const State& st) {
+    for (int i = 0; i < 4; ++i) s_[i] = st.s[i];
+  }
   // Uniform in [0, 1).
   double uniform() { return double(next() >> 11) * 0x1.0p-53; }
   // Uniform in [lo, hi).

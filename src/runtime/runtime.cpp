@@ -144,6 +144,13 @@ RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, 
     const int tier = plan.placement[size_t(n)].tier;
     Backend& b = *plan.chain[size_t(tier)];
     const DType dt = b.activation_dtype();
+    // reuse_outputs: the buffer an earlier run of this graph left, when it still fits.
+    Tensor& cur = values[size_t(nd.output)];
+    if (opt.reuse_outputs && cur.defined() && cur.dtype == dt && cur.shape == ov.shape && cur.contiguous() &&
+        memory_of(cur) == b.memory_space()) {
+      if (opt.poison) b.host_memory() ? cur.poison() : b.poison(cur);
+      continue;
+    }
     if (b.host_memory()) {
       values[size_t(nd.output)] = BufferPool::global().empty(ov.shape, dt);
       if (opt.poison) values[size_t(nd.output)].poison();

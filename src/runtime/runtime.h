@@ -24,6 +24,10 @@ struct RunOptions {
   // where a run's time goes, at the price of the tiers' per-call overhead and of any fusion
   // a tier does across the nodes of a segment.
   bool time_nodes = false;
+  // Keep a node's output buffer when `values` already holds one of the right shape and dtype
+  // (from an earlier run of the same graph): a training step runs the same graph again and
+  // again, and gigabytes of fresh pages per step cost time.
+  bool reuse_outputs = false;
 };
 
 struct RunStats {

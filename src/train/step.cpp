@@ -1,0 +1,88 @@
+#include "train/step.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+#include "graph/autodiff.h"
+#include "runtime/runtime.h"
+
+namespace strand {
+
+namespace {
+
+TrainGraph build(const Gpt2Model& m, int64_t seqs, int64_t t, bool backward) {
+  if (m.weights.dtype != DType::F32) fail("training needs f32 weights, the model's are {}", dtype_name(m.weights.dtype));
+  if (t < 1 || t > m.config.n_positions)
+    fail("--ctx {}: must be between 1 and the model's context of {}", t, m.config.n_positions);
+  if (seqs < 1) fail("--batch {}: must be at least 1", seqs);
+  ForwardGraph fg = build_training_forward(m, seqs, t);
+  TrainGraph tg;
+  tg.seqs = seqs;
+  tg.t = t;
+  Graph& g = fg.graph;
+  tg.ids = fg.ids;
+  tg.pos = fg.pos;
+  tg.targets = g.input("targets", {seqs * t}, DType::I32);
+  tg.loss = g.add(OpKind::CrossEntropy, {fg.logits, tg.targets}, {}, "loss");
+  g.mark_output(tg.loss);
+  std::vector<ValueId> wrt;
+  for (const auto& [v, tensor] : fg.weights) {
+    if (tensor.dtype != DType::F32 || !tensor.contiguous())
+      fail("training needs contiguous f32 weights: {} is {} {}", g.value(v).name, dtype_name(tensor.dtype),
+           tensor.contiguous() ? "" : "(not contiguous)");
+    Param p;
+    p.name = g.value(v).name;
+    p.value = v;
+    p.tensor = tensor;
+    p.decay = tensor.rank() == 2;
+    tg.params.push_back(p);
+    wrt.push_back(v);
+  }
+  if (backward) {
+    const Backward b = append_backward(g, tg.loss, wrt);
+    tg.seed = b.seed;
+    for (Param& p : tg.params) p.grad = b.grad.at(p.value);
+  } else {
+    tg.seed = -1;
+  }
+  tg.graph = g.pruned();
+  for (NodeId n = 0; n < NodeId(tg.graph.nodes().size()); ++n) {
+    const double f = tg.graph.node_flops(n);
+    tg.flops += f;
+    const OpKind k = tg.graph.node(n).op;
+    if (k == OpKind::MatMul || k == OpKind::MatMulAt || k == OpKind::Linear) tg.matmul_flops += f;
+  }
+  return tg;
+}
+
+}  // namespace
+
+TrainGraph build_train_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, true); }
+TrainGraph build_eval_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, false); }
+
+StepRunner::StepRunner(TrainGraph tg, std::vector<std::shared_ptr<Backend>> chain, bool strict)
+    : tg_(std::move(tg)), plan_(make_plan(tg_.graph, chain, strict)), values_(tg_.graph.values().size()) {
+  const int64_t rows = tg_.seqs * tg_.t;
+  values_[size_t(tg_.ids)] = Tensor::empty({rows}, DType::I32);
+  values_[size_t(tg_.targets)] = Tensor::empty({rows}, DType::I32);
+  Tensor pos = Tensor::empty({rows}, DType::I32);
+  for (int64_t i = 0; i < rows; ++i) pos.ptr<int32_t>()[i] = int32_t(i % tg_.t);
+  values_[size_t(tg_.pos)] = pos;
+  if (tg_.seed >= 0) values_[size_t(tg_.seed)] = Tensor::empty({1}, DType::F32);
+  for (const Param& p : tg_.params) values_[size_t(p.value)] = p.tensor;
+}
+
+double StepRunner::run(const int32_t* ids, const int32_t* targets, float loss_scale) {
+  const size_t rows = size_t(tg_.seqs * tg_.t);
+  std::memcpy(values_[size_t(tg_.ids)].data, ids, rows * sizeof(int32_t));
+  std::memcpy(values_[size_t(tg_.targets)].data, targets, rows * sizeof(int32_t));
+  if (tg_.seed >= 0) values_[size_t(tg_.seed)].ptr<float>()[0] = loss_scale;
+  RunOptions ro;
+  ro.reuse_outputs = true;
+  const RunStats st = execute(tg_.graph, plan_, values_, ro);
+  seconds_ += st.seconds;
+  return load_as_double(values_[size_t(tg_.loss)].to(DType::F64), 0);
+}
+
+}  // namespace strand

@@ -1,0 +1,65 @@
+// strand/train/step.h — one training step of a GPT-2 as one graph: forward, loss, backward.
+//
+// build_train_graph() takes the forward graph of `seqs` sequences of `t` tokens
+// (build_training_forward), appends the mean cross-entropy against the targets, appends the
+// gradients of every weight (graph/autodiff.h) and prunes what nothing needs. The graph is
+// then planned once on a tier chain, like any inference graph (--explain shows the backward
+// nodes and where each ran), and StepRunner runs it step after step on the same buffers.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "model/gpt2.h"
+#include "planner/planner.h"
+
+namespace strand {
+
+struct Param {
+  std::string name;     // Hugging Face name without prefix: "h.0.attn.c_attn.weight"
+  ValueId value = -1;   // the weight's graph value
+  ValueId grad = -1;    // its gradient
+  Tensor tensor;        // the weight (f32, shared with the model's weights)
+  bool decay = false;   // AdamW weight decay applies (rank 2: matrices and embeddings)
+};
+
+struct TrainGraph {
+  Graph graph;                 // forward + loss + backward, pruned
+  ValueId ids = -1, pos = -1;  // i32 [seqs * t]
+  ValueId targets = -1;        // i32 [seqs * t]
+  ValueId loss = -1;           // [1] mean cross-entropy
+  ValueId seed = -1;           // [1] d(objective)/d(loss): 1, or a loss scale
+  std::vector<Param> params;   // every weight, in graph order
+  int64_t seqs = 0, t = 0;
+  double flops = 0;            // one step's FLOPs (graph total)
+  double matmul_flops = 0;     // of which matrix products (matmul, matmul_at, linear)
+};
+
+// The model's weights must be f32 (the optimizer updates them in place).
+TrainGraph build_train_graph(const Gpt2Model& m, int64_t seqs, int64_t t);
+// Forward and loss only (for validation loss): no backward, params' grads stay -1.
+TrainGraph build_eval_graph(const Gpt2Model& m, int64_t seqs, int64_t t);
+
+class StepRunner {
+ public:
+  StepRunner(TrainGraph tg, std::vector<std::shared_ptr<Backend>> chain, bool strict);
+
+  // Runs the graph on ids and targets ([seqs * t] each); returns the loss. Gradients are then
+  // in grad(i) for params()[i] (when the graph has a backward).
+  double run(const int32_t* ids, const int32_t* targets, float loss_scale = 1.0f);
+  const Tensor& grad(size_t i) const { return values_[size_t(tg_.params[i].grad)]; }
+  const std::vector<Param>& params() const { return tg_.params; }
+  const TrainGraph& graph() const { return tg_; }
+  const Plan& plan() const { return plan_; }
+  double seconds() const { return seconds_; }  // time spent running graphs
+
+ private:
+  TrainGraph tg_;
+  Plan plan_;
+  std::vector<Tensor> values_;
+  double seconds_ = 0;
+};
+
+}  // namespace strand

@@ -1,0 +1,167 @@
+// Training: a GPT-2's loss and gradients and two AdamW steps against PyTorch's (the golden
+// fixture of tools/gen_train_golden.py), on every tier; the schedule and clipping.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backends/naive/naive.h"
+#include "backends/registry.h"
+#include "cli_util.h"
+#include "core/error.h"
+#include "formats/safetensors.h"
+#include "model/weight_cast.h"
+#include "train/adamw.h"
+#include "train/step.h"
+
+using namespace strand;
+using namespace strand::cli_test;
+
+namespace {
+
+constexpr int64_t kSeqs = 3, kT = 9;  // the golden batches' shape
+
+std::string train_fixtures() { return (source_dir() / "tests" / "fixtures" / "train").string(); }
+
+const SafeTensors& golden() {
+  static const std::shared_ptr<SafeTensors> g = SafeTensors::open(train_fixtures() + "/golden.safetensors");
+  return *g;
+}
+
+const Tensor& golden_tensor(const std::string& name) {
+  const Tensor* t = golden().find(name);
+  if (!t) throw std::runtime_error("golden.safetensors has no " + name);
+  return *t;
+}
+
+// The fixture model with its weights as owned, writable f32 tensors (row-major, as loaded).
+Gpt2Model trainable(const std::string& tag) {
+  Gpt2Model m = Gpt2Model::load(train_fixtures() + "/" + tag);
+  m.weights = cast_gpt2_weights(m.weights, DType::F32);
+  return m;
+}
+
+// max |a - b| / max |b| over a tensor pair (b the golden, f64).
+double rel_err(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.to(DType::F64), y = b.to(DType::F64);
+  double d = 0, s = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    d = std::max(d, std::abs(x.ptr<const double>()[i] - y.ptr<const double>()[i]));
+    s = std::max(s, std::abs(y.ptr<const double>()[i]));
+  }
+  return d / (s > 0 ? s : 1.0);
+}
+
+struct StepErrors {
+  double loss = 0, grads = 0;  // relative errors against the golden
+};
+
+// Loss and gradients of the first golden batch on `chain`.
+StepErrors first_step_errors(const std::string& tag, const std::vector<std::shared_ptr<Backend>>& chain) {
+  Gpt2Model m = trainable(tag);
+  StepRunner r(build_train_graph(m, kSeqs, kT), chain, false);
+  const double loss = r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
+  StepErrors e;
+  const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
+  e.loss = std::abs(loss - want) / std::abs(want);
+  for (size_t i = 0; i < r.params().size(); ++i)
+    e.grads = std::max(e.grads, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
+  return e;
+}
+
+}  // namespace
+
+class GoldenTraining : public testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenTraining, ReferenceGradientsEqualPyTorchs) {
+  const StepErrors e = first_step_errors(GetParam(), {std::shared_ptr<Backend>(make_reference_backend())});
+  // Both are float64 computations of the same function (different summation orders).
+  EXPECT_LT(e.loss, 1e-12);
+  EXPECT_LT(e.grads, 1e-10);
+}
+
+TEST_P(GoldenTraining, EveryTierIsWithinTwiceNaiveF32) {
+  const StepErrors naive = first_step_errors(GetParam(), {std::shared_ptr<Backend>(make_naive_backend())});
+  EXPECT_LT(naive.grads, 1e-4) << "naive f32 far from PyTorch's float64";
+  EXPECT_LT(naive.loss, 1e-5);
+  EXPECT_GT(naive.grads, 0.0) << "f32 and f64 cannot agree exactly: the comparison is broken";
+  const double floor = 4.0 * double(std::numeric_limits<float>::epsilon());
+  for (const auto& tier : all_backends()) {
+    if (!tier->probe().ok || tier->name() == "naive") continue;
+    // The tier first, naive behind it (the blas tier takes only large products).
+    const StepErrors e = first_step_errors(GetParam(), {tier, std::shared_ptr<Backend>(make_naive_backend())});
+    EXPECT_LE(e.grads, 2 * naive.grads + floor) << tier->name();
+    EXPECT_LE(e.loss, 2 * naive.loss + floor) << tier->name();
+  }
+}
+
+TEST_P(GoldenTraining, AdamWStepsEqualTorchOptimAdamW) {
+  // strand's AdamW fed PyTorch's own gradients (rounded to f32) must land where torch's did.
+  const std::string tag = GetParam();
+  Gpt2Model m = trainable(tag);
+  const TrainGraph tg = build_train_graph(m, kSeqs, kT);
+  std::vector<Tensor> params;
+  std::vector<bool> decay;
+  for (const Param& p : tg.params) {
+    params.push_back(p.tensor);
+    decay.push_back(p.decay);
+  }
+  AdamWConfig cfg;  // the generator's: betas (0.9, 0.95), eps 1e-8, weight decay 0.1
+  AdamW opt(params, decay, cfg);
+  for (int step = 1; step <= 2; ++step) {
+    std::vector<Tensor> grads;
+    for (const Param& p : tg.params) grads.push_back(golden_tensor(tag + ".grad" + std::to_string(step) + "." + p.name).to(DType::F32));
+    opt.step(grads, 1e-2);
+  }
+  for (const Param& p : tg.params) {
+    const Tensor& want = golden_tensor(tag + ".after2." + p.name);
+    const Tensor got = p.tensor.to(DType::F64);
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      const double w = want.ptr<const double>()[i], x = got.ptr<const double>()[i];
+      // f32 rounding of the parameter and of the update (the update is ~lr, summed twice).
+      EXPECT_NEAR(x, w, 4e-7 * std::abs(w) + 1e-8) << p.name << "[" << i << "]";
+    }
+  }
+}
+
+TEST_P(GoldenTraining, TwoStepsOnTheReferenceLandWhereTorchDid) {
+  // Gradients, then AdamW, then the second batch's loss at the new parameters, then AdamW again.
+  const std::string tag = GetParam();
+  Gpt2Model m = trainable(tag);
+  StepRunner r(build_train_graph(m, kSeqs, kT), {std::shared_ptr<Backend>(make_reference_backend())}, false);
+  std::vector<Tensor> params;
+  std::vector<bool> decay;
+  for (const Param& p : r.params()) {
+    params.push_back(p.tensor);
+    decay.push_back(p.decay);
+  }
+  AdamW opt(params, decay, AdamWConfig{});
+  for (int step = 1; step <= 2; ++step) {
+    const std::string s = std::to_string(step);
+    const double loss = r.run(golden_tensor(tag + ".ids" + s).ptr<const int32_t>(), golden_tensor(tag + ".targets" + s).ptr<const int32_t>());
+    const double want = golden_tensor(tag + ".loss" + s).ptr<const double>()[0];
+    EXPECT_NEAR(loss, want, 1e-6 * std::abs(want)) << "step " << step;  // the parameters are f32 after step 1
+    std::vector<Tensor> grads;
+    for (size_t i = 0; i < r.params().size(); ++i) grads.push_back(r.grad(i).to(DType::F32));
+    opt.step(grads, 1e-2);
+  }
+  for (const Param& p : r.params()) EXPECT_LT(rel_err(p.tensor, golden_tensor(tag + ".after2." + p.name)), 2e-6) << p.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTraining, testing::Values("tied", "untied"));
+
+TEST(Schedule, WarmupThenCosineToMinimum) {
+  EXPECT_DOUBLE_EQ(lr_at(0, 100, 1e-3, 1e-4, 10), 1e-4);    // 1/10 of lr at the first step
+  EXPECT_DOUBLE_EQ(lr_at(9, 100, 1e-3, 1e-4, 10), 1e-3);    // full lr at the end of warmup
+  EXPECT_DOUBLE_EQ(lr_at(10, 100, 1e-3, 1e-4, 10), 1e-3);   // the cosine starts at lr
+  EXPECT_NEAR(lr_at(99, 100, 1e-3, 1e-4, 10), 1e-4, 1e-15);  // and ends at min_lr
+  // Half way through the decay: the mean of lr and min_lr.
+  EXPECT_NEAR(lr_at(10 + 89 / 2, 100, 1e-3, 1e-4, 10), 0.5 * (1e-3 + 1e-4), 1e-5);
+}
+
+TEST(Clipping, GlobalNormOverEveryGradient) {
+  Tensor a = Tensor::empty({2}, DType::F32), b = Tensor::empty({1, 1}, DType::F32);
+  a.ptr<float>()[0] = 3;
+  a.ptr<float>()[1] = 0;
+  b.ptr<float>()[0] = 4;
+  EXPECT_DOUBLE_EQ(global_grad_norm({a, b}), 5.0);
+}
