@@ -326,6 +326,7 @@ int run(int argc, char** argv) {
   extra.push_back(cli::add_validate(app));
   extra.push_back(cli::add_export(app));
   extra.push_back(cli::add_explain(app));
+  extra.push_back(cli::add_train(app));
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

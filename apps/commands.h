@@ -29,4 +29,7 @@ Command add_validate(CLI::App& app);
 Command add_export(CLI::App& app);
 Command add_explain(CLI::App& app);
 
+// `strand train` (apps/cmd_train.cpp).
+Command add_train(CLI::App& app);
+
 }  // namespace strand::cli
