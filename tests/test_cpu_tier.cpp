@@ -323,6 +323,11 @@ TEST(CpuTier, ActivationsOnWideInputs) {
       Attrs a;
       a.act = Act(act);
       expect_pass(check_tensors(OpKind::Activation, {x}, a, fmt::format("activation {} wide", act_name(a.act)), tier), 0);
+      // Its gradient on the same inputs (the vectorised tanh-GELU rule saturates at both ends).
+      Tensor dy = Tensor::empty({1, 2000}, DType::F32);
+      for (int i = 0; i < 2000; ++i) dy.ptr<float>()[i] = 1.0f + 0.001f * float(i % 7);
+      expect_pass(check_tensors(OpKind::ActivationBackward, {x, dy}, a,
+                                fmt::format("activation_backward {} wide", act_name(a.act)), tier), 0);
     }
   }
 }

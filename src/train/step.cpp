@@ -58,6 +58,20 @@ TrainGraph build(const Gpt2Model& m, int64_t seqs, int64_t t, bool backward) {
 
 }  // namespace
 
+std::string train_node_kind(const Node& n) {
+  const std::string op(op_name(n.op));
+  const bool product = n.op == OpKind::MatMul || n.op == OpKind::MatMulAt || n.op == OpKind::Linear;
+  if (!product) return op;
+  std::string name = n.name;
+  if (name.rfind("h.", 0) == 0) {
+    const size_t dot = name.find('.', 2);
+    if (dot != std::string::npos) name = name.substr(dot + 1);
+  }
+  const size_t grad = name.find(".grad.");
+  if (grad != std::string::npos) name = name.substr(0, grad);
+  return op + " " + name;
+}
+
 TrainGraph build_train_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, true); }
 TrainGraph build_eval_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, false); }
 
@@ -80,8 +94,14 @@ double StepRunner::run(const int32_t* ids, const int32_t* targets, float loss_sc
   if (tg_.seed >= 0) values_[size_t(tg_.seed)].ptr<float>()[0] = loss_scale;
   RunOptions ro;
   ro.reuse_outputs = true;
+  ro.time_nodes = time_nodes_;
   const RunStats st = execute(tg_.graph, plan_, values_, ro);
   seconds_ += st.seconds;
+  for (size_t n = 0; n < st.node_seconds.size(); ++n) {
+    auto& e = node_times_[train_node_kind(tg_.graph.node(NodeId(n)))];
+    e.first += st.node_seconds[n];
+    ++e.second;
+  }
   return load_as_double(values_[size_t(tg_.loss)].to(DType::F64), 0);
 }
 

@@ -7,6 +7,7 @@
 // nodes and where each ran), and StepRunner runs it step after step on the same buffers.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,11 +56,23 @@ class StepRunner {
   const Plan& plan() const { return plan_; }
   double seconds() const { return seconds_; }  // time spent running graphs
 
+  // With time_nodes, each run hands the tiers one node at a time and adds every node's time to
+  // node_times(), by kind: the op, and for products the weight or value they involve with
+  // layers folded together ("matmul_at mlp.c_fc", "attention_backward", ...).
+  void set_time_nodes(bool on) { time_nodes_ = on; }
+  const std::map<std::string, std::pair<double, int64_t>>& node_times() const { return node_times_; }
+  void clear_node_times() { node_times_.clear(); }
+
  private:
   TrainGraph tg_;
   Plan plan_;
   std::vector<Tensor> values_;
   double seconds_ = 0;
+  bool time_nodes_ = false;
+  std::map<std::string, std::pair<double, int64_t>> node_times_;  // kind -> (seconds, calls)
 };
+
+// "h.3.mlp.c_fc.grad.w" as matmul_at -> "matmul_at mlp.c_fc": the kind a profile groups by.
+std::string train_node_kind(const Node& n);
 
 }  // namespace strand

@@ -512,8 +512,8 @@ void CpuBackend::exec(const Node& nd, std::vector<Tensor>& values) {
                                in(0).dim(1), float(at.eps), o, pool);
       break;
     case OpKind::ActivationBackward:
-      cpu::activation_backward(f32_data(in(0), nd.name, "x"), f32_data(in(1), nd.name, "dy"), out.numel(), at.act, o,
-                               pool);
+      cpu::activation_backward(k, f32_data(in(0), nd.name, "x"), f32_data(in(1), nd.name, "dy"), out.numel(), at.act,
+                               o, pool);
       break;
     case OpKind::SoftmaxBackward:
       cpu::softmax_backward(f32_data(in(0), nd.name, "y"), f32_data(in(1), nd.name, "dy"), out.dim(0), out.dim(1), o,

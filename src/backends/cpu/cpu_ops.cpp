@@ -173,9 +173,13 @@ void p_attn_decode(const AttnArgs& a, int64_t u0, int64_t u1, float* scratch) {
   for (int64_t u = u0; u < u1; ++u) attn_one(a, u / a.T, u % a.T, scratch);
 }
 
+void p_activation_backward(const float* x, const float* dy, int64_t n, Act act, float* out) {
+  kernels::activation_backward(x, dy, n, act, out);
+}
+
 const Kernels kPortable = {
     "portable", p_layernorm, p_add,   p_add_row,   p_scale,        p_activation,  p_softmax,
-    p_widen,    p_gemv_kn,   p_gemv_nk, p_q8_dequant, p_attn_prefill, p_attn_decode,
+    p_widen,    p_gemv_kn,   p_gemv_nk, p_q8_dequant, p_attn_prefill, p_attn_decode, p_activation_backward,
 };
 
 }  // namespace

@@ -86,6 +86,9 @@ struct Kernels {
   // Attention units [u0, u1) (see above); scratch holds attn_scratch_floats(a) floats.
   void (*attn_prefill)(const AttnArgs& a, int64_t u0, int64_t u1, float* scratch);
   void (*attn_decode)(const AttnArgs& a, int64_t u0, int64_t u1, float* scratch);
+
+  // out = dy · act'(x), n elements (training: the gradient of activation).
+  void (*activation_backward)(const float* x, const float* dy, int64_t n, Act act, float* out);
 };
 
 class ThreadPool;

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "backends/cpu/cpu_ops.h"
+#include "reference/kernels.h"
 
 namespace strand::cpu {
 
@@ -550,9 +551,31 @@ void v_attn_decode(const AttnArgs& a, int64_t u0, int64_t u1, float* scratch) {
   for (int64_t u = u0; u < u1; ++u) attn_query(a, u / a.T, u % a.T, scratch);
 }
 
+// The gradient of the tanh GELU (see cpu_ops_avx512.cpp); other activations take the scalar rule.
+void v_activation_backward(const float* x, const float* dy, int64_t n, Act act, float* out) {
+  if (act != Act::GeluTanh) {
+    kernels::activation_backward(x, dy, n, act, out);
+    return;
+  }
+  const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f), c3 = _mm256_set1_ps(3 * 0.044715f);
+  const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 x2 = _mm256_mul_ps(xv, xv);
+    const __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, x2), xv, xv));
+    const __m256 e = exp256(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 du = _mm256_mul_ps(k, _mm256_fmadd_ps(c3, x2, one));
+    const __m256 g = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(two, xv), _mm256_mul_ps(s, _mm256_sub_ps(one, s))), du, s);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(g, _mm256_loadu_ps(dy + i)));
+  }
+  if (i < n) kernels::activation_backward(x + i, dy + i, n - i, act, out + i);
+}
+
 const Kernels kAvx2 = {
     "avx2", v_layernorm, v_add,   v_add_row,   v_scale,        v_activation,  v_softmax,
-    v_widen, v_gemv_kn,  v_gemv_nk, v_q8_dequant, v_attn_prefill, v_attn_decode,
+    v_widen, v_gemv_kn,  v_gemv_nk, v_q8_dequant, v_attn_prefill, v_attn_decode, v_activation_backward,
 };
 
 }  // namespace

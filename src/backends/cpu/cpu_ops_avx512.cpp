@@ -20,6 +20,7 @@
 #endif
 
 #include "backends/cpu/cpu_ops.h"
+#include "reference/kernels.h"
 
 namespace strand::cpu {
 
@@ -776,9 +777,32 @@ void v_attn_decode(const AttnArgs& a, int64_t u0, int64_t u1, float* scratch) {
   }
 }
 
+// The gradient of the tanh GELU, with s = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3):
+//   gelu(x) = x s,  gelu'(x) = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+// Other activations take the scalar rule (they are not in GPT-2's training path).
+void v_activation_backward(const float* x, const float* dy, int64_t n, Act act, float* out) {
+  if (act != Act::GeluTanh) {
+    kernels::activation_backward(x, dy, n, act, out);
+    return;
+  }
+  const __m512 k = _mm512_set1_ps(0.7978845608028654f), c = _mm512_set1_ps(0.044715f), c3 = _mm512_set1_ps(3 * 0.044715f);
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 x2 = _mm512_mul_ps(xv, xv);
+    const __m512 u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, x2), xv, xv));
+    const __m512 e = exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+    const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    const __m512 du = _mm512_mul_ps(k, _mm512_fmadd_ps(c3, x2, one));
+    const __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(two, xv), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, dy + i)));
+  }
+}
+
 const Kernels kAvx512 = {
     "avx512", v_layernorm, v_add,   v_add_row,   v_scale,        v_activation,  v_softmax,
-    v_widen,  v_gemv_kn,   v_gemv_nk, v_q8_dequant, v_attn_prefill, v_attn_decode,
+    v_widen,  v_gemv_kn,   v_gemv_nk, v_q8_dequant, v_attn_prefill, v_attn_decode, v_activation_backward,
 };
 
 }  // namespace

@@ -159,10 +159,10 @@ void layernorm_gain_grad(const float* x, const float* dy, int64_t M, int64_t N, 
   });
 }
 
-void activation_backward(const float* x, const float* dy, int64_t n, Act act, float* out, ThreadPool* pool) {
-  parallel_ranges(pool, n, 64, kMinParallel / 4, [&](int64_t s, int64_t e) {
-    kernels::activation_backward(x + s, dy + s, e - s, act, out + s);
-  });
+void activation_backward(const Kernels& k, const float* x, const float* dy, int64_t n, Act act, float* out,
+                         ThreadPool* pool) {
+  parallel_ranges(pool, n, 64, kMinParallel / 4,
+                  [&](int64_t s, int64_t e) { k.activation_backward(x + s, dy + s, e - s, act, out + s); });
 }
 
 void softmax_backward(const float* y, const float* dy, int64_t M, int64_t N, float* out, ThreadPool* pool) {

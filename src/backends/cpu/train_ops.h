@@ -37,7 +37,8 @@ void layernorm_gain_grad(const float* x, const float* dy, int64_t M, int64_t N, 
                          ThreadPool* pool);
 
 // out = dy · act'(x)                                        n elements
-void activation_backward(const float* x, const float* dy, int64_t n, Act act, float* out, ThreadPool* pool);
+void activation_backward(const Kernels& k, const float* x, const float* dy, int64_t n, Act act, float* out,
+                         ThreadPool* pool);
 
 // out = y · (dy - rowsum(dy · y))                           y, dy, out [M, N]
 void softmax_backward(const float* y, const float* dy, int64_t M, int64_t N, float* out, ThreadPool* pool);
