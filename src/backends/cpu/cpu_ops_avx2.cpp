@@ -564,10 +564,12 @@ void v_activation_backward(const float* x, const float* dy, int64_t n, Act act, 
     const __m256 xv = _mm256_loadu_ps(x + i);
     const __m256 x2 = _mm256_mul_ps(xv, xv);
     const __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, x2), xv, xv));
-    const __m256 e = exp256(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+    // exp(-2u) capped at e^80: beyond it s is 0 to f32 and e s^2 must stay 0, not inf * 0.
+    const __m256 e = exp256(_mm256_min_ps(_mm256_set1_ps(80.0f), _mm256_mul_ps(_mm256_set1_ps(-2.0f), u)));
     const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
     const __m256 du = _mm256_mul_ps(k, _mm256_fmadd_ps(c3, x2, one));
-    const __m256 g = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(two, xv), _mm256_mul_ps(s, _mm256_sub_ps(one, s))), du, s);
+    // s (1 - s) = e s^2: no cancellation where s is close to 1.
+    const __m256 g = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(two, xv), _mm256_mul_ps(e, _mm256_mul_ps(s, s))), du, s);
     _mm256_storeu_ps(out + i, _mm256_mul_ps(g, _mm256_loadu_ps(dy + i)));
   }
   if (i < n) kernels::activation_backward(x + i, dy + i, n - i, act, out + i);

@@ -792,10 +792,12 @@ void v_activation_backward(const float* x, const float* dy, int64_t n, Act act, 
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
     const __m512 x2 = _mm512_mul_ps(xv, xv);
     const __m512 u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, x2), xv, xv));
-    const __m512 e = exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+    // exp(-2u) capped at e^80: beyond it s is 0 to f32 and e s^2 must stay 0, not inf * 0.
+    const __m512 e = exp512(_mm512_min_ps(_mm512_set1_ps(80.0f), _mm512_mul_ps(_mm512_set1_ps(-2.0f), u)));
     const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
     const __m512 du = _mm512_mul_ps(k, _mm512_fmadd_ps(c3, x2, one));
-    const __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(two, xv), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
+    // s (1 - s) = e s^2: no cancellation where s is close to 1.
+    const __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(two, xv), _mm512_mul_ps(e, _mm512_mul_ps(s, s))), du, s);
     _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, dy + i)));
   }
 }
