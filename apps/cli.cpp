@@ -1,6 +1,6 @@
 // strand — the command line (strand::cli::run). Parses, calls the library, prints. No logic of its own.
 //
-//   strand demo                                  the main job on an embedded random model
+//   strand demo                                  the main job: a GPT-2 strand trains on its own sources
 //   strand generate   -m DIR -p TEXT -n N        text generation with the KV cache
 //   strand perplexity -m DIR -f FILE             mean NLL and perplexity of a text
 //   strand tokenize   -m DIR (-p TEXT | -f FILE) token ids
@@ -203,70 +203,6 @@ int cmd_tokenize(const std::string& model, const std::string& prompt, const std:
   return 0;
 }
 
-constexpr const char* kDemoText =
-    "strand runs one GPT-2 style transformer on every compute tier it finds: the naive CPU loops, "
-    "optimized SIMD kernels, a vendor BLAS, a GPU and the Neural Engine. Each operation is placed on "
-    "the best tier that supports it and every tier is checked against a float64 reference.\n";
-
-int cmd_demo(RunArgs ra, GenArgs ga, std::string out, int layers, int embd) {
-  if (embd % 64 != 0) fail("--embd {}: must be a multiple of 64 (the demo uses heads of 64 channels)", embd);
-  Gpt2Config cfg;
-  cfg.n_layer = layers;
-  cfg.n_embd = embd;
-  cfg.n_head = std::max(1, embd / 64);
-  cfg.n_positions = 256;
-  cfg.vocab_size = 257;
-  cfg.n_inner = 4 * embd;
-  cfg.eos_token_id = 256;
-  cfg.validate("demo");
-  bool temp_dir = false;
-  if (out.empty()) {
-    out = (fs::temp_directory_path() / fmt::format("strand-demo-{}", ::getpid())).string();
-    temp_dir = true;
-  }
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) fail("--out {}: cannot create the directory: {}", out, ec.message());
-  const Gpt2Tokenizer tok = Gpt2Tokenizer::byte_level();
-  save_gpt2_dir(out, cfg, random_gpt2_weights(cfg, ga.seed, DType::F32));
-  tok.write_files(out);
-  ra.model = out;
-
-  const Gpt2Model model = load_model(out, ra);  // the same path as any Hugging Face directory
-  const Gpt2Tokenizer loaded = Gpt2Tokenizer::load_dir(out);
-  json gen = run_generate(model, loaded, ra, ga, false);
-  Gpt2Runner runner(model, make_chain(ra.backend), {ra.no_fallback, false});
-  const PerplexityResult ppl = perplexity(runner, loaded.encode(kDemoText));
-  if (temp_dir) fs::remove_all(out, ec);
-
-  const std::string note =
-      "UNTRAINED: this model has random weights, so its text is noise and its perplexity is near the "
-      "vocabulary size; point strand at a real GPT-2 directory with -m (strand generate -h)";
-  if (ra.json) {
-    std::puts(dump({{"note", note},
-                    {"model", {{"n_layer", cfg.n_layer}, {"n_embd", cfg.n_embd}, {"n_head", cfg.n_head},
-                               {"n_positions", cfg.n_positions}, {"vocab_size", cfg.vocab_size}}},
-                    {"backend", runner.chain().front()->name()},
-                    {"generate", gen},
-                    {"perplexity", {{"tokens", ppl.tokens}, {"nll", ppl.nll}, {"ppl", ppl.ppl}}}})
-                  .c_str());
-    return 0;
-  }
-  std::printf("strand demo — %s\n\n", note.c_str());
-  std::printf("model: GPT-2 shape, %d layers, %d channels, %d heads, context %d, byte-level vocabulary of %d%s\n",
-              cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size,
-              temp_dir ? " (written to a temporary directory and loaded back)" : "");
-  std::string tiers;
-  for (const auto& b : runner.chain()) tiers += (tiers.empty() ? "" : " -> ") + b->name();
-  std::printf("tiers: %s\n\n", tiers.c_str());
-  std::printf("generate (prompt %s, %d tokens, temp %.2f, seed %llu), continuation as a JSON string:\n  %s\n",
-              dump(ga.prompt).c_str(), ga.n, ga.temp, (unsigned long long)ga.seed, dump(gen["text"]).c_str());
-  print_speed(stdout, gen);
-  std::printf("\nperplexity of a %lld-token text: nll %.4f nats/token, perplexity %.2f (uniform guessing: %d)\n",
-              (long long)ppl.tokens, ppl.nll, ppl.ppl, cfg.vocab_size);
-  return 0;
-}
-
 }  // namespace
 
 namespace strand::cli {
@@ -278,18 +214,9 @@ int run(int argc, char** argv) {
 
   RunArgs ra;
   GenArgs ga;
-  std::string file, out;
+  std::string file;
   int64_t stride = 0;
-  int layers = 4, embd = 128;
   bool tok_json = false;
-
-  auto* demo = app.add_subcommand("demo", "generate and score text with a small random GPT-2 that strand makes itself (no downloads)");
-  ra.add_to(demo, false);
-  ga.add_to(demo, false);
-  demo->add_option("--out", out, "keep the generated model directory here (default: a temporary one)");
-  demo->add_option("--layers", layers, "layers of the random model")->check(CLI::Range(1, 48));
-  demo->add_option("--embd", embd, "channels of the random model (a multiple of 64)")->check(CLI::Range(64, 2048));
-  demo->footer("Example:\n  strand demo -n 40 --seed 7\n  strand demo --out /tmp/tiny && strand generate -m /tmp/tiny -p hi");
 
   auto* gen = app.add_subcommand("generate", "generate text from a prompt");
   ra.add_to(gen);
@@ -322,11 +249,13 @@ int run(int argc, char** argv) {
   bench->require_subcommand(1);
   extra.push_back(cli::add_bench_gemm(*bench));
   extra.push_back(cli::add_bench_model(*bench));
+  extra.push_back(cli::add_bench_train(*bench));
   extra.push_back(cli::add_devices(app));
   extra.push_back(cli::add_validate(app));
   extra.push_back(cli::add_export(app));
   extra.push_back(cli::add_explain(app));
   extra.push_back(cli::add_train(app));
+  extra.push_back(cli::add_demo(app));
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
@@ -351,11 +280,6 @@ int run(int argc, char** argv) {
     return 1;
   }
   try {
-    if (demo->parsed()) {
-      if (ga.prompt.empty()) ga.prompt = "Hello, strand";
-      if (demo->count("-n") == 0) ga.n = 48;
-      return cmd_demo(ra, ga, out, layers, embd);
-    }
     for (const auto& c : extra)
       if (c.app->parsed()) return c.run();
     if (gen->parsed()) return cmd_generate(ra, ga);

@@ -20,6 +20,7 @@ struct Command {
 // `strand bench gemm` (apps/cmd_bench_gemm.cpp) and `strand bench model` (apps/cmd_bench_model.cpp).
 Command add_bench_gemm(CLI::App& bench);
 Command add_bench_model(CLI::App& bench);
+Command add_bench_train(CLI::App& bench);  // apps/cmd_bench_train.cpp
 // `strand devices` (apps/cmd_devices.cpp).
 Command add_devices(CLI::App& app);
 // `strand validate` (apps/cmd_validate.cpp).
@@ -29,7 +30,8 @@ Command add_validate(CLI::App& app);
 Command add_export(CLI::App& app);
 Command add_explain(CLI::App& app);
 
-// `strand train` (apps/cmd_train.cpp).
+// `strand train` (apps/cmd_train.cpp) and `strand demo` (apps/cmd_demo.cpp).
 Command add_train(CLI::App& app);
+Command add_demo(CLI::App& app);
 
 }  // namespace strand::cli

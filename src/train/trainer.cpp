@@ -130,6 +130,11 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
   }
 }
 
+void Trainer::set_total_steps(int64_t steps) {
+  if (steps < std::max<int64_t>(1, step_)) fail("--steps {}: the run is already at step {}", steps, step_);
+  cfg_.steps = steps;
+}
+
 double Trainer::evaluate() {
   if (!eval_ || eval_batches_.empty()) return NAN;
   double total = 0;

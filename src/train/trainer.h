@@ -66,6 +66,8 @@ class Trainer {
   StepLog step();     // one optimizer step, and the validation loss when due
   double evaluate();  // NaN when there is no validation data
   bool done() const { return step_ >= cfg_.steps; }
+  // Changes the planned total (the cosine schedule stretches or shrinks from the current step on).
+  void set_total_steps(int64_t steps);
 
   void save(const std::string& dir) const;
   // The run saved in `dir`, its data read again (the data's hash must match). `steps` > 0
