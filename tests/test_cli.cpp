@@ -335,24 +335,38 @@ TEST(CliContract, NoSubcommandIsAnError) {
   EXPECT_FALSE(strand::cli_test::has_sanitizer_report(r.err)) << r.describe();
 }
 
-TEST(CliContract, DemoJsonSaysUntrained) {
-  const RunResult r = run_strand({"demo", "--json", "-n", "8"});
+// The demo trains on its embedded corpus (here with a budget of a few seconds), caches the
+// model, and the next run takes it from the cache.
+TEST(CliContract, DemoTrainsThenComesFromTheCache) {
+  strand::cli_test::TempCacheDir cache;
+  const RunResult r = run_strand({"demo", "--json", "--budget", "6", "--steps", "40", "-n", "16", "-s", "3"}, 300);
   expect_success(r);
   const json j = parse_stdout(r);
   ASSERT_TRUE(j.is_object()) << r.describe();
-  ASSERT_TRUE(j.contains("note") && j["note"].is_string()) << r.describe();
-  EXPECT_NE(j["note"].get<std::string>().find("UNTRAINED"), std::string::npos) << r.describe();
-  ASSERT_TRUE(j.contains("generate") && j["generate"].contains("ids")) << r.describe();
-  EXPECT_LE(j["generate"]["ids"].size(), 8u);
-  ASSERT_TRUE(j.contains("perplexity") && j["perplexity"].contains("ppl")) << r.describe();
-  EXPECT_TRUE(std::isfinite(j["perplexity"]["ppl"].get<double>())) << r.describe();
-  EXPECT_GT(j["perplexity"]["ppl"].get<double>(), 1.0) << r.describe();
-}
-
-TEST(CliContract, DemoHumanSaysUntrained) {
-  const RunResult r = run_strand({"demo"});
-  expect_success(r);
-  EXPECT_NE(r.out.find("UNTRAINED"), std::string::npos) << r.describe();
+  EXPECT_FALSE(j["from_cache"].get<bool>()) << r.describe();
+  const json& h = j["history"];
+  ASSERT_GE(h.size(), 3u) << r.describe();
+  EXPECT_LT(h.back()["loss"].get<double>(), h.front()["loss"].get<double>()) << "the loss must fall";
+  EXPECT_LT(j["held_out"]["nll"].get<double>(), j["uniform_loss"].get<double>()) << r.describe();
+  EXPECT_TRUE(j["generate"]["text"].is_string());
+  const std::string dir = j["model_dir"];
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "model.safetensors")) << dir;
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "loss.svg")) << dir;
+  EXPECT_EQ(dir.rfind(cache.dir().string(), 0), 0u) << dir << " is not under the cache directory";
+  // Again: from the cache, the same model, no training.
+  const RunResult again = run_strand({"demo", "--json", "--budget", "6", "--steps", "40", "-n", "16", "-s", "3"}, 300);
+  expect_success(again);
+  const json k = parse_stdout(again);
+  EXPECT_TRUE(k["from_cache"].get<bool>()) << again.describe();
+  EXPECT_EQ(k["model_dir"], j["model_dir"]);
+  EXPECT_EQ(k["held_out"]["nll"], j["held_out"]["nll"]);
+  EXPECT_EQ(k["generate"]["text"], j["generate"]["text"]) << "same model, same seed, same text";
+  // The human output says where the model is and what it learned.
+  const RunResult h2 = run_strand({"demo", "--budget", "6", "--steps", "40", "-n", "16"}, 300);
+  expect_success(h2);
+  EXPECT_NE(h2.out.find("from the cache"), std::string::npos) << h2.describe();
+  EXPECT_NE(h2.out.find("uniform guessing"), std::string::npos) << h2.describe();
+  EXPECT_NE(h2.out.find("model directory:"), std::string::npos) << h2.describe();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 #include "model/gpt2.h"
 #include "model/gpt2_weights.h"
 #include "model/weight_cast.h"
+#include "validate/gradcheck.h"
 #include "validate/opcheck.h"
 
 namespace fs = std::filesystem;
@@ -384,6 +385,55 @@ ValidateReport run_validate(const ValidateOptions& opt) {
       add_case(row, checks[t], case_seed);
     }
   }
+  // ---- gradients ----
+  if (opt.gradients) {
+    const std::vector<OpCase> gcases = grad_cases(opt.seed, std::max(1, opt.cases_per_op));
+    progress(fmt::format("gradients: {} cases on {} tier(s) and by finite differences", gcases.size(), tiers.size()));
+    const size_t fd_tier = tiers.size();  // the row index of the finite-difference check
+    for (size_t i = 0; i < gcases.size(); ++i) {
+      const OpCase& c = gcases[i];
+      const uint64_t case_seed = opt.seed + 100003 + i;
+      const std::string name = std::string(op_name(c.op)) + " gradient";
+      const int key = 1000 + int(c.op);  // after the ops, in table order
+      std::vector<OpCheck> checks;
+      try {
+        checks = check_grad_tiers(c, tiers, case_seed);
+      } catch (const Error& e) {
+        for (const auto& t : tiers) {
+          OpCheck k;
+          k.label = c.label + " (gradient)";
+          k.tier = t->name();
+          k.err = std::numeric_limits<double>::infinity();
+          k.reason = fmt::format("the reference could not run it: {}", e.what());
+          checks.push_back(k);
+        }
+      }
+      for (size_t t = 0; t < tiers.size(); ++t) {
+        OpTierResult& row = rows[{key, int(DType::F32), t}];
+        if (row.cases == 0) {
+          row.op = name;
+          row.tier = tiers[t]->name();
+        }
+        add_case(row, checks[t], case_seed);
+      }
+      const FdCheck fd = fd_check(c, case_seed);
+      OpCheck k;
+      k.label = c.label + " (finite differences)";
+      k.tier = "finite-diff";
+      k.supported = fd.differentiable;
+      k.reason = fd.reason;
+      k.err = fd.err;
+      k.tolerance = kFdBound;
+      k.pass = fd.differentiable && fd.err <= kFdBound;
+      OpTierResult& row = rows[{key, int(DType::F64), fd_tier}];
+      if (row.cases == 0) {
+        row.op = name;
+        row.dtype = DType::F64;
+        row.tier = "finite-diff";
+      }
+      add_case(row, k, case_seed);
+    }
+  }
   for (auto& [key, row] : rows) {
     finish_row(row);
     rep.ops.push_back(row);
@@ -421,17 +471,17 @@ std::string ValidateReport::table() const {
     s += fmt::format("  {:<10} {}  [{}{}]\n", t.name, t.description, t.usable ? "usable" : "NOT USABLE",
                      t.reason.empty() ? "" : ": " + t.reason);
   s += "\nops (per row: the case nearest its tolerance; 'max err' is the largest over all cases that ran)\n";
-  s += fmt::format("{:<12} {:<7} {:<10} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", "op", "weights", "tier", "cases",
+  s += fmt::format("{:<28} {:<7} {:<11} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", "op", "weights", "tier", "cases",
                    "err", "naive err", "tolerance", "max err", "result");
   for (const auto& r : ops) {
     const std::string cases = r.declined ? fmt::format("{}/{}", r.ran, r.cases) : fmt::format("{}", r.cases);
     std::string result(status_name(r.status));
     if (!r.reason.empty()) result += ": " + r.reason;
     if (r.status == CheckStatus::NotSupported)
-      s += fmt::format("{:<12} {:<7} {:<10} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", r.op, dtype_name(r.dtype), r.tier,
+      s += fmt::format("{:<28} {:<7} {:<11} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", r.op, dtype_name(r.dtype), r.tier,
                        cases, "-", "-", "-", "-", result);
     else
-      s += fmt::format("{:<12} {:<7} {:<10} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", r.op, dtype_name(r.dtype), r.tier,
+      s += fmt::format("{:<28} {:<7} {:<11} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", r.op, dtype_name(r.dtype), r.tier,
                        cases, num(r.err), num(r.naive_err), num(r.tolerance), num(r.max_err), result);
   }
   if (!models.empty()) {

@@ -37,6 +37,10 @@ struct ValidateOptions {
   int cases_per_op = 4;  // random small cases per op (random_op_cases rounds)
   bool large_cases = true;   // plus large_op_cases (GPT-2-sized products, decode rows)
   bool models = true;        // the whole-GPT-2 checks
+  // Gradients (gradcheck.h): every differentiable op's rule against float64 finite
+  // differences (rows with tier "finite-diff"), and its backward graph on every tier against
+  // the reference (rows named "<op> gradient", the same 2× rule).
+  bool gradients = true;
   // Directory holding tiny GPT-2 fixture directories (each with config.json and
   // model.safetensors), e.g. tests/fixtures/gpt2; empty: none.
   std::string fixtures_dir;
