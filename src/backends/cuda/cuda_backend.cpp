@@ -251,6 +251,7 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
     case OpKind::Attention: {
       why = first({need_f32(0, "q"), need_f32(1, "k"), need_f32(2, "v")});
       if (!why.empty()) return Verdict::no(why);
+      if (n.attrs.seqs > 1) return Verdict::no("several sequences in one attention (a training batch): not on the cuda tier yet");
       const int64_t T = g.value(n.inputs[0]).shape[0], C = g.value(n.inputs[0]).shape[1];
       const int64_t D = n.attrs.heads > 0 ? C / n.attrs.heads : 0;
       if (D > cuda::kAttnMaxD) return Verdict::no(fmt::format("head size {} above {}", D, cuda::kAttnMaxD));
@@ -261,6 +262,21 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
       return Verdict::yes(T <= cuda::kGemvMaxRows ? "fused f32 attention, decode: the KV cache read on the GPU"
                                                   : "fused f32 attention (exact), one block per head and query");
     }
+    case OpKind::MatMulAt:
+    case OpKind::CausalZero:
+    case OpKind::PadCols:
+    case OpKind::PadRows:
+    case OpKind::SumRows:
+    case OpKind::BroadcastRows:
+    case OpKind::ScatterAddRows:
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward:
+    case OpKind::LayerNormBackward:
+    case OpKind::LayerNormGainGrad:
+    case OpKind::ActivationBackward:
+    case OpKind::SoftmaxBackward:
+    case OpKind::AttentionBackward:
+      return Verdict::no(fmt::format("{} is a training op: the cuda tier has no kernel for it yet", op_name(n.op)));
     case OpKind::kCount: break;
   }
   return Verdict::no("unknown op");
@@ -466,6 +482,7 @@ void CudaBackend::exec(const Graph& g, const Node& nd, std::vector<Tensor>& valu
         cuda::attention_f32(a, s);
       break;
     }
+    default: fail("node {}: {} has no kernel on the cuda tier (supports() declines it)", nd.name, op_name(nd.op));
     case OpKind::kCount: fail("node {}: invalid op", nd.name);
   }
 }
