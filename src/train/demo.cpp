@@ -125,12 +125,12 @@ DemoModel demo_model(const DemoOptions& o) {
   int64_t timed = 0;
   while (!t.done()) {
     const StepLog l = t.step();
-    // Fit the run to the budget once the speed is known (steps 3..8, evaluation excluded).
-    if (l.step >= 3 && l.step <= 8 && !std::isfinite(l.val_loss)) {
+    // Fit the run to the budget once the speed is known (steps 2..5, evaluation excluded).
+    if (l.step >= 2 && l.step <= 5 && !std::isfinite(l.val_loss)) {
       step_time += l.seconds;
       ++timed;
     }
-    if (l.step == 8 && timed > 0) {
+    if (l.step == 5 && timed > 0) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double per = step_time / double(timed) * 1.08;  // evaluation and noise
       const int64_t fit = int64_t((o.budget_seconds - elapsed) / per) + l.step;
