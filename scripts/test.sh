@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs missing packages, builds strand and its tests in build/, runs them with CTest, then
-# builds and runs the same suite under AddressSanitizer + UndefinedBehaviorSanitizer in
-# build-asan/ (skip that with STRAND_SKIP_SANITIZERS=1).
+# Installs missing packages, builds strand and its tests in build/ with the default compiler
+# (GCC on Debian), runs them with CTest, then builds the same suite with clang under
+# AddressSanitizer + UndefinedBehaviorSanitizer in build-clang-asan/ and runs it: every run
+# builds with both compilers. STRAND_SKIP_SANITIZERS=1 skips the second pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -29,9 +30,10 @@ if [ -f build/coremltools-check.txt ]; then
 fi
 
 if [ "${STRAND_SKIP_SANITIZERS:-0}" != 1 ]; then
-  echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer =="
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSTRAND_SANITIZE=ON >/dev/null
-  cmake --build build-asan -j"$jobs"
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  echo "== the same suite built with clang, under AddressSanitizer + UndefinedBehaviorSanitizer =="
+  cmake -S . -B build-clang-asan -DCMAKE_BUILD_TYPE=Debug -DSTRAND_SANITIZE=ON \
+    -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+  cmake --build build-clang-asan -j"$jobs"
+  (cd build-clang-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest -j"$jobs" --output-on-failure)
 fi
