@@ -22,7 +22,10 @@
 #include "backends/onednn/onednn.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/rng.h"
+#include "devices/busy.h"
+#include "devices/probe.h"
 
 #ifdef STRAND_HAVE_OPENBLAS
 #include <cblas.h>
@@ -173,64 +176,6 @@ int64_t cache_bytes(int level) {
   if (v > 0) return v;
 #endif
   return level == 1 ? 32 << 10 : level == 2 ? 1 << 20 : 32 << 20;
-}
-
-// CPU time of the calling thread (wall time where there is no such clock).
-double thread_seconds() {
-#if defined(CLOCK_THREAD_CPUTIME_ID)
-  timespec ts;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-#endif
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
-
-// Clock of this core: a chain of dependent adds retires one per cycle. Timed in thread CPU
-// time, so that other processes on a shared machine do not lower the figure.
-double measure_clock_ghz() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  auto chain = [](int64_t iters) {
-    uint64_t x = 0;
-    for (int64_t i = 0; i < iters; ++i) asm volatile(".rept 100\n\tadd $1, %0\n\t.endr" : "+r"(x));
-    return x;
-  };
-  chain(100000);
-  double best = 0;
-  for (int r = 0; r < 5; ++r) {
-    const int64_t iters = 400000;  // 40 M cycles
-    const double t0 = thread_seconds();
-    chain(iters);
-    best = std::max(best, 100.0 * double(iters) / (thread_seconds() - t0) * 1e-9);
-  }
-  return best;
-#else
-  return 0;
-#endif
-}
-
-double measure_mem_read_gbs(cpu::ThreadPool& pool) {
-  const int64_t l3 = cache_bytes(3);
-  const size_t bytes = size_t(std::clamp<int64_t>(8 * l3, int64_t(128) << 20, int64_t(512) << 20));
-  std::vector<uint64_t> buf(bytes / 8);
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
-  std::vector<uint64_t> sums(size_t(pool.size()));
-  double best = 0;
-  for (int r = 0; r < 4; ++r) {
-    const auto t0 = Clock::now();
-    pool.parallel_for(int64_t(buf.size()), [&](int64_t b, int64_t e) {
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      int64_t i = b;
-      for (; i + 4 <= e; i += 4) {
-        s0 += buf[size_t(i)];
-        s1 += buf[size_t(i + 1)];
-        s2 += buf[size_t(i + 2)];
-        s3 += buf[size_t(i + 3)];
-      }
-      for (; i < e; ++i) s0 += buf[size_t(i)];
-      sums[size_t(b * pool.size() / int64_t(buf.size()))] = s0 + s1 + s2 + s3;
-    });
-    best = std::max(best, double(bytes) / seconds_since(t0) * 1e-9);
-  }
-  return best;
 }
 
 }  // namespace
@@ -389,16 +334,21 @@ std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool) {
 
 MachinePeak measure_peak(cpu::ThreadPool& pool) {
   MachinePeak pk;
+  const BusyMeter busy;
   const cpu::GemmIsa isa = cpu::gemm_best_isa();
-  pk.clock_ghz = measure_clock_ghz();
   pk.fma_1t_gflops = cpu::fma_loop_flops(isa, 0.25) * 1e-9;
   if (isa == cpu::GemmIsa::Avx512 && cpu::gemm_isa_available(cpu::GemmIsa::Avx2))
     pk.fma_1t_narrow_gflops = cpu::fma_loop_flops(cpu::GemmIsa::Avx2, 0.25) * 1e-9;
-  std::vector<double> per(size_t(pool.size()), 0.0);
-  pool.run([&](int t) { per[size_t(t)] = cpu::fma_loop_flops(isa, 0.25) * 1e-9; });
-  for (double v : per) pk.fma_all_gflops += v;
-  if (pk.clock_ghz > 0) pk.flop_per_cycle = pk.fma_1t_gflops / pk.clock_ghz;
-  pk.mem_read_gbs = measure_mem_read_gbs(pool);
+  double spread = 0;
+  pk.fma_all_gflops = measure_fma_peak_gflops(pool.size(), 0.25, &spread);
+  // A buffer far beyond the caches, read by every reader strand has; the best is the bound.
+  const int64_t l3 = cache_bytes(3);
+  ReadBandwidthMeter meter(size_t(std::clamp<int64_t>(8 * l3, int64_t(256) << 20, int64_t(512) << 20)), pool.size());
+  pk.mem_read_gbs = meter.measure(0.5);
+  pk.mem_reader = meter.best().name;
+  const BusyVerdict v = judge_busy(busy.others_share(), std::max(spread, meter.best().spread));
+  pk.busy = v.busy;
+  pk.busy_detail = v.why;
   return pk;
 }
 
@@ -524,12 +474,13 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
     say("measuring the FMA peak, clock and memory bandwidth...");
     pk = measure_peak(pool);
   }
-  report["peak"] = {{"clock_ghz", pk.clock_ghz},
-                    {"fma_1thread_gflops", pk.fma_1t_gflops},
+  report["peak"] = {{"fma_1thread_gflops", pk.fma_1t_gflops},
                     {"fma_1thread_256bit_gflops", pk.fma_1t_narrow_gflops},
                     {"fma_all_threads_gflops", pk.fma_all_gflops},
-                    {"flop_per_cycle", pk.flop_per_cycle},
-                    {"mem_read_gbs", pk.mem_read_gbs}};
+                    {"mem_read_gbs", pk.mem_read_gbs},
+                    {"mem_reader", pk.mem_reader},
+                    {"busy", pk.busy},
+                    {"busy_detail", pk.busy_detail}};
   json rung_names = json::array();
   for (const Rung& r : rungs) rung_names.push_back(r.name);
   report["options"] = {{"threads", threads},          {"reps", opt.reps},
@@ -541,6 +492,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
   if (opt.gpt2)
     for (const GemmShape& s : gpt2_shapes()) shapes.push_back(s);
 
+  Progress cells_progress("bench gemm", double(shapes.size() * rungs.size()), "cells");
   std::map<std::string, double> slowest_rate;  // rung/kind -> lowest GFLOP/s seen, for predictions
   const double default_rate[] = {0.2, 0.5, 2.0};  // naive, blocked, simd/threads before any measurement
   Rng rng(20240601);
@@ -573,6 +525,8 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
         cell["status"] = status;
         cell["note"] = note;
         results.push_back(cell);
+        cells_progress.add(1);
+        cells_progress.set_note(sh.label + " " + r.name);
         say(fmt::format("{:<32} {:<8} {}{}", sh.label, r.name, status, note.empty() ? "" : ": " + note));
       };
       if (!r.available) {
@@ -655,6 +609,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
     }
   }
 
+  cells_progress.finish();
   // Speedups over naive.
   for (json& c : results) {
     if (c["status"] != "ok") continue;
@@ -752,13 +707,14 @@ std::string ladder_markdown(const json& rep) {
                      m["openblas"]["config"].get<std::string>());
   o << "- oneDNN: " << (m["onednn"].is_null() ? std::string("not built") : m["onednn"].get<std::string>()) << "\n";
   if (pk["fma_1thread_gflops"].get<double>() > 0) {
-    o << fmt::format("- peak (measured): clock {} GHz; FMA loop 1 thread {} GFLOP/s", fmt_num(pk["clock_ghz"], "{:.2f}"),
-                     fmt_num(pk["fma_1thread_gflops"]));
+    o << fmt::format("- peak (measured, FMA loops): 1 thread {} GFLOP/s", fmt_num(pk["fma_1thread_gflops"]));
     if (pk["fma_1thread_256bit_gflops"].get<double>() > 0)
       o << fmt::format(" (256-bit vectors: {})", fmt_num(pk["fma_1thread_256bit_gflops"]));
-    o << fmt::format(" = {} FLOP/cycle; all {} threads {} GFLOP/s; memory read {} GB/s\n",
-                     fmt_num(pk["flop_per_cycle"]), rep["options"]["threads"].get<int>(),
-                     fmt_num(pk["fma_all_threads_gflops"]), fmt_num(pk["mem_read_gbs"]));
+    o << fmt::format("; all {} threads at once {} GFLOP/s; memory read {} GB/s (best reader: {})\n",
+                     rep["options"]["threads"].get<int>(), fmt_num(pk["fma_all_threads_gflops"]),
+                     fmt_num(pk["mem_read_gbs"]), pk.value("mem_reader", std::string("?")));
+    if (pk.value("busy", false))
+      o << "- **measured on a BUSY machine** (" << pk.value("busy_detail", std::string()) << "): every figure reads low\n";
   }
   o << fmt::format(
       "- each cell: median GFLOP/s over the timed repetitions (up to {}; fewer when a cell passes 3 s), min–max "

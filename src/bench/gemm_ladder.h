@@ -64,15 +64,18 @@ struct Rung {
 std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool);
 
 // ---- machine facts --------------------------------------------------------------------------
+// The peaks are measured, never cores x clock x FLOP/cycle (a clock read from the OS or timed on
+// one core says little about what the FMA units do under load).
 struct MachinePeak {
-  double clock_ghz = 0;          // measured with a chain of dependent integer adds (0: unknown)
   double fma_1t_gflops = 0;      // FMA loop, one thread, widest vectors
   double fma_1t_narrow_gflops = 0;  // the same with 256-bit vectors (x86 with AVX-512 only)
   double fma_all_gflops = 0;     // FMA loop on every thread at once
-  double flop_per_cycle = 0;     // fma_1t / clock
-  double mem_read_gbs = 0;       // streaming read bandwidth, all threads, from DRAM
+  double mem_read_gbs = 0;       // read bandwidth, all threads, from DRAM: the best reader's (devices/readers.h)
+  std::string mem_reader;        // which reader reached it
+  bool busy = false;             // measured while the machine was busy (devices/busy.h)
+  std::string busy_detail;
 };
-// Runs the FMA loops and the bandwidth probe (about a second in all).
+// Runs the FMA loops and the bandwidth readers (about a second in all).
 MachinePeak measure_peak(cpu::ThreadPool& pool);
 // CPU model, cores, SIMD, library versions: a JSON object.
 nlohmann::json machine_info(cpu::ThreadPool& pool);

@@ -475,13 +475,6 @@ double fp32_flops_per_cycle(const MachineInfo& m, std::string* why) {
   return f;
 }
 
-double fp32_peak_gflops(const MachineInfo& m, int threads) {
-  const double ghz = m.max_ghz > 0 ? m.max_ghz : m.base_ghz;
-  if (ghz <= 0) return 0;
-  const int cores = std::clamp(threads, 1, std::max(1, m.physical_cores));  // SMT siblings share the FMA units
-  return double(cores) * ghz * fp32_flops_per_cycle(m);
-}
-
 std::string openblas_kernel_note(const std::string& corename, const MachineInfo& m) {
   if (corename.empty()) return {};
   const std::string c = lower(corename);

@@ -42,7 +42,7 @@ struct TierPeak {
   std::string tier;
   bool usable = false;
   std::string why;                      // the tier's probe() reason (or why it is not built)
-  double theoretical_gflops = 0;        // fp32 peak of the cores the tier uses
+  double peak_gflops = 0;               // fp32 peak of the cores the tier uses: an FMA loop on all of them at once
   double measured_gflops = 0;           // a short f32 GEMM on the tier (0: not measured)
   double measured_bandwidth_gbs = 0;    // a GEMV whose weight is larger than L3 (memory-bound)
   int threads = 0;
@@ -79,8 +79,11 @@ struct DeviceReport {
   std::string crossover_note;           // how the crossover reads, in words
   std::vector<CrossoverPoint> crossover_points;
   std::string bandwidth_detail;         // "256 MiB buffer, 2 threads, best of 5"
-  std::string peak_detail;              // how the theoretical peak was computed
-  double measured_ghz = 0;              // the clock one busy core ran at (a chain of dependent adds); 0 unknown
+  std::string bandwidth_reader;         // the reader (devices/readers.h) that reached bandwidth_gbs
+  std::string peak_detail;              // how the peak was measured
+  double peak_1thread_gflops = 0;       // the FMA loop on one thread
+  bool busy = false;                    // measured while the machine was busy (devices/busy.h): not cached
+  std::string busy_detail;              // why it counts as busy
   std::string measured_at;              // UTC time of the measurement (ISO 8601)
   std::string strand_version;
   bool quick = false;                   // measured with a tiny time budget (rough; never cached)
@@ -91,10 +94,9 @@ struct DeviceReport {
 // + strand version (+ the OpenBLAS kernel). refresh: measure even when the cache has an entry.
 DeviceReport probe_devices(bool refresh, int threads);
 
-// Theoretical f32 peak: min(threads, physical cores) × GHz × FLOP/cycle per core, where the
-// FLOP/cycle comes from the widest FMA the CPU runs (see fp32_flops_per_cycle).
-double fp32_peak_gflops(const MachineInfo&, int threads);
-// FLOP per cycle per core for f32, and the reasoning in words, e.g. for Zen 4:
+// FLOP per cycle per core for f32 that the widest FMA of this CPU design should give (what the
+// measured peak can be read against; strand's peaks are measured, see devices/probe.h), and
+// the reasoning in words, e.g. for Zen 4:
 // "Zen 4: AVX-512 is double-pumped on two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP = 32".
 double fp32_flops_per_cycle(const MachineInfo&, std::string* why = nullptr);
 

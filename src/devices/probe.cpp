@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -25,8 +26,12 @@
 #include <fmt/format.h>
 
 #include "backends/blas/blas.h"
+#include "backends/cpu/gemm.h"
 #include "backends/registry.h"
+#include "core/progress.h"
 #include "core/rng.h"
+#include "devices/busy.h"
+#include "devices/readers.h"
 #include "graph/graph.h"
 
 namespace fs = std::filesystem;
@@ -38,7 +43,9 @@ namespace {
 
 // 2: the bandwidth probe reads 12 streams per thread (version 1's single stream read less;
 // its figures are measured again rather than mixed with the new ones).
-constexpr int kCacheFormatVersion = 2;
+// 3: measured FP32 peaks (an FMA loop on all the tier's threads) instead of cores x clock x
+// FLOP/cycle, and the memory bound raced between several readers (devices/readers.h).
+constexpr int kCacheFormatVersion = 3;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kBlasHandicap = 1.05;  // blas must be 5% faster to count as faster
 
@@ -245,8 +252,14 @@ void measure_crossover(const std::shared_ptr<Backend>& opponent, int threads, co
   if (r.blas_crossover_flops < 0) {
     r.crossover_note = fmt::format("{} declined every product measured", r.crossover_vs);
   } else if (std::isinf(r.blas_crossover_flops)) {
-    r.crossover_note = fmt::format("blas is not worth it against {} at any measured size: it claims nothing",
-                                   r.crossover_vs);
+    int wins = 0;
+    for (const CrossoverPoint& p : r.crossover_points) wins += p.blas_wins;
+    r.crossover_note =
+        wins == 0 ? fmt::format("blas is not 5% faster than {} on any measured product: it claims nothing", r.crossover_vs)
+                  : fmt::format("blas is 5%+ faster on {} of the {} measured products, but every threshold on 2·M·N·K "
+                                "that gives it those also gives it products where {} is faster, for more time lost "
+                                "than won: it claims nothing",
+                                wins, r.crossover_points.size(), r.crossover_vs);
   } else {
     int wins_above = 0, above = 0;
     for (const CrossoverPoint& p : r.crossover_points)
@@ -414,7 +427,7 @@ json to_json(const DeviceReport& r) {
     tiers.push_back({{"tier", t.tier},
                      {"usable", t.usable},
                      {"why", t.why},
-                     {"theoretical_gflops", t.theoretical_gflops},
+                     {"peak_gflops", t.peak_gflops},
                      {"measured_gflops", t.measured_gflops},
                      {"measured_bandwidth_gbs", t.measured_bandwidth_gbs},
                      {"threads", t.threads},
@@ -442,7 +455,10 @@ json to_json(const DeviceReport& r) {
           {"threads", r.threads},
           {"from_cache", r.from_cache},
           {"cache_path", r.cache_path},
-          {"measured_ghz", r.measured_ghz},
+          {"peak_1thread_gflops", r.peak_1thread_gflops},
+          {"bandwidth_reader", r.bandwidth_reader},
+          {"busy", r.busy},
+          {"busy_detail", r.busy_detail},
           {"measured_at", r.measured_at},
           {"strand_version", r.strand_version},
           {"quick", r.quick},
@@ -457,7 +473,7 @@ DeviceReport report_from_json(const json& j) {
     tp.tier = t.at("tier").get<std::string>();
     tp.usable = t.at("usable").get<bool>();
     tp.why = t.at("why").get<std::string>();
-    tp.theoretical_gflops = t.at("theoretical_gflops").get<double>();
+    tp.peak_gflops = t.at("peak_gflops").get<double>();
     tp.measured_gflops = t.at("measured_gflops").get<double>();
     tp.measured_bandwidth_gbs = t.at("measured_bandwidth_gbs").get<double>();
     tp.threads = t.at("threads").get<int>();
@@ -486,7 +502,10 @@ DeviceReport report_from_json(const json& j) {
   r.threads = j.at("threads").get<int>();
   r.from_cache = j.value("from_cache", false);
   r.cache_path = j.value("cache_path", "");
-  r.measured_ghz = j.value("measured_ghz", 0.0);
+  r.peak_1thread_gflops = j.value("peak_1thread_gflops", 0.0);
+  r.bandwidth_reader = j.value("bandwidth_reader", "");
+  r.busy = j.value("busy", false);
+  r.busy_detail = j.value("busy_detail", "");
   r.measured_at = j.value("measured_at", "");
   r.strand_version = j.value("strand_version", "");
   r.quick = j.value("quick", false);
@@ -641,76 +660,51 @@ double crossover_from_points(const std::vector<CrossoverPoint>& points) {
   return best;
 }
 
-// Sums n words as kStreams interleaved streams (the buffer cut into kStreams parts, read a
-// cache line of each in turn): a single core keeps more misses in flight with several streams
-// than with one (measured on Zen 4 under a hypervisor, 2 threads: 12 streams 44-52 GB/s where
-// one stream gave 40-43).
-constexpr int kStreams = 12;
-#if defined(__GNUC__)
-__attribute__((no_sanitize_address))
-#endif
-static uint64_t sum_words(const uint64_t* p, size_t n) {
-  const size_t len = n / kStreams / 8 * 8;  // words per stream, whole lines
-  uint64_t s[kStreams] = {};
-  for (size_t i = 0; i < len; i += 8)
-    for (int k = 0; k < kStreams; ++k) {
-      const uint64_t* q = p + size_t(k) * len + i;
-      s[k] += (q[0] + q[1]) + (q[2] + q[3]) + (q[4] + q[5]) + (q[6] + q[7]);
-    }
-  uint64_t t = 0;
-  for (size_t i = kStreams * len; i < n; ++i) t += p[i];
-  for (uint64_t v : s) t += v;
-  return t;
+double measure_tier_gemm_gflops(Backend& tier, int64_t n, double seconds) {
+  MatmulBench mb(n, n, n);
+  if (!mb.supported_by(tier).ok) return 0;
+  return mb.flops / best_time([&] { mb.run(tier); }, seconds) / 1e9;
 }
 
-double measure_core_ghz(double seconds) {
-#if defined(__x86_64__) || defined(__aarch64__)
-  constexpr uint64_t kIters = 100000;  // x 32 dependent adds: ~1 ms at 3 GHz
-  double best = 0;
-  const auto start = Clock::now();
-  do {
-    uint64_t x = 0;
-    const uint64_t one = 1;
-    const auto t0 = Clock::now();
-    for (uint64_t i = 0; i < kIters; ++i) {
-      // Register + register (not an immediate, which some cores fold at rename): latency 1.
-#if defined(__x86_64__)
-      asm volatile(".rept 32\n\taddq %1, %0\n\t.endr" : "+r"(x) : "r"(one));
-#else
-      asm volatile(".rept 32\n\tadd %0, %0, %1\n\t.endr" : "+r"(x) : "r"(one));
-#endif
-    }
-    const double dt = seconds_since(t0);
-    if (x == kIters * 32 && dt > 0) best = std::max(best, double(kIters * 32) / dt / 1e9);
-  } while (seconds_since(start) < seconds);
-  return best > 0.2 && best < 10 ? best : 0;  // outside that range something went wrong
-#else
-  (void)seconds;
-  return 0;
-#endif
+double measure_tier_gemv_gbs(Backend& tier, int64_t side, double seconds) {
+  MatmulBench mb(1, side, side);
+  if (!mb.supported_by(tier).ok) return 0;
+  return mb.bytes / best_time([&] { mb.run(tier); }, seconds) / 1e9;
 }
 
-void apply_measured_clock(MachineInfo& m, double measured_ghz) {
-  if (m.max_ghz > 0 || measured_ghz <= 0) return;
-  m.max_ghz = measured_ghz;
-  m.ghz_source += fmt::format("{}max measured on one busy core", m.ghz_source.empty() ? "" : "; ");
+double measure_fma_peak_gflops(int threads, double seconds, double* spread) {
+  threads = std::max(1, threads);
+  const cpu::GemmIsa isa = cpu::gemm_best_isa();
+  std::vector<double> per(size_t(threads), 0.0);
+  std::barrier start(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      start.arrive_and_wait();  // every thread's loop runs at the same time
+      per[size_t(t)] = cpu::fma_loop_flops(isa, seconds) * 1e-9;
+    });
+  for (auto& th : pool) th.join();
+  double sum = 0, lo = kInf, hi = 0;
+  for (double v : per) sum += v, lo = std::min(lo, v), hi = std::max(hi, v);
+  if (spread) *spread = lo > 0 ? hi / lo : 0;
+  return sum;
 }
 
 struct ReadBandwidthMeter::Impl {
   size_t words = 0;
   int threads = 1;
-  std::unique_ptr<uint64_t[]> buf;
+  uint64_t* buf = nullptr;
   size_t per = 0;
+  std::vector<ReaderResult> last;
+  size_t best = 0;
   Impl(size_t bytes, int t) : threads(std::max(1, t)) {
-    words = std::max<size_t>(bytes / 8, size_t(threads) * 512);
-    buf.reset(new uint64_t[words]);
-    per = (words + size_t(threads) - 1) / size_t(threads);
+    // Slices of whole 4 KiB pages, so that every reader's streams split them evenly.
+    per = std::max<size_t>(512, (bytes / 8 / size_t(threads) + 511) / 512 * 512);
+    words = per * size_t(threads);
+    buf = static_cast<uint64_t*>(::operator new(words * 8, std::align_val_t(4096)));
   }
-  template <class Fn>
-  void slice(int t, Fn&& fn) {
-    const size_t b = std::min(words, size_t(t) * per), e = std::min(words, b + per);
-    fn(buf.get() + b, e - b);
-  }
+  ~Impl() { ::operator delete(buf, std::align_val_t(4096)); }
+  const uint64_t* slice(int t) const { return buf + size_t(t) * per; }
 };
 
 ReadBandwidthMeter::ReadBandwidthMeter(size_t bytes, int threads) : impl_(std::make_unique<Impl>(bytes, threads)) {
@@ -719,9 +713,8 @@ ReadBandwidthMeter::ReadBandwidthMeter(size_t bytes, int threads) : impl_(std::m
   std::vector<std::thread> pool;
   for (int t = 0; t < m.threads; ++t)
     pool.emplace_back([&m, t] {
-      m.slice(t, [](uint64_t* p, size_t n) {
-        for (size_t i = 0; i < n; ++i) p[i] = i * 0x9e3779b97f4a7c15ull;
-      });
+      uint64_t* p = m.buf + size_t(t) * m.per;
+      for (size_t i = 0; i < m.per; ++i) p[i] = i * 0x9e3779b97f4a7c15ull;
     });
   for (auto& th : pool) th.join();
 }
@@ -730,42 +723,60 @@ ReadBandwidthMeter::~ReadBandwidthMeter() = default;
 
 size_t ReadBandwidthMeter::bytes() const { return impl_->words * 8; }
 
+const std::vector<ReadBandwidthMeter::ReaderResult>& ReadBandwidthMeter::last() const { return impl_->last; }
+
+const ReadBandwidthMeter::ReaderResult& ReadBandwidthMeter::best() const {
+  static const ReaderResult none;
+  return impl_->last.empty() ? none : impl_->last[impl_->best];
+}
+
 double ReadBandwidthMeter::measure(double seconds, int* runs_out) {
   Impl& m = *impl_;
+  const std::vector<MemoryReader>& readers = memory_readers();
   std::atomic<uint64_t> sink{0};
+  std::atomic<int> which{0};
   std::atomic<bool> stop{false};
   std::barrier sync(m.threads);
-  // Every run: wait for all, sum the slice, wait for all.
+  // Every run: wait for all, read the slice with the current reader, wait for all.
   auto worker = [&](int t) {
     while (true) {
       sync.arrive_and_wait();  // start of a run
       if (stop.load()) break;
-      uint64_t s = 0;
-      m.slice(t, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
-      sink.fetch_add(s, std::memory_order_relaxed);
+      sink.fetch_add(readers[size_t(which.load())].read(m.slice(t), m.per), std::memory_order_relaxed);
       sync.arrive_and_wait();  // end of a run
     }
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < m.threads; ++t) pool.emplace_back(worker, t);
-  double best = kInf;
-  int runs = 0;
-  const auto start = Clock::now();
-  while (runs < 3 || (seconds_since(start) < seconds && runs < 50)) {
-    const auto t0 = Clock::now();
-    sync.arrive_and_wait();
-    uint64_t s = 0;
-    m.slice(0, [&](uint64_t* p, size_t n) { s = sum_words(p, n); });
-    sink.fetch_add(s, std::memory_order_relaxed);
-    sync.arrive_and_wait();
-    best = std::min(best, seconds_since(t0));
-    ++runs;
+  m.last.clear();
+  int total_runs = 0;
+  const double each = seconds / double(readers.size());
+  for (size_t r = 0; r < readers.size(); ++r) {
+    which.store(int(r));
+    double best = kInf, worst = 0;
+    int runs = 0;
+    const auto start = Clock::now();
+    while (runs < 3 || (seconds_since(start) < each && runs < 50)) {
+      const auto t0 = Clock::now();
+      sync.arrive_and_wait();
+      sink.fetch_add(readers[r].read(m.slice(0), m.per), std::memory_order_relaxed);
+      sync.arrive_and_wait();
+      const double dt = seconds_since(t0);
+      best = std::min(best, dt);
+      worst = std::max(worst, dt);
+      ++runs;
+    }
+    total_runs += runs;
+    m.last.push_back({readers[r].name, double(m.words * 8) / best / 1e9, worst / best, runs});
   }
   stop.store(true);
   sync.arrive_and_wait();
   for (auto& th : pool) th.join();
-  if (runs_out) *runs_out = runs;
-  return double(m.words * 8) / best / 1e9;
+  m.best = 0;
+  for (size_t r = 1; r < m.last.size(); ++r)
+    if (m.last[r].gbs > m.last[m.best].gbs) m.best = r;
+  if (runs_out) *runs_out = total_runs;
+  return m.last[m.best].gbs;
 }
 
 double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs_out) {
@@ -786,26 +797,43 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
     CacheLookup c = read_device_cache(m, threads);
     if (!c.warning.empty()) warnings.push_back(c.warning);
     if (c.report && cache_matches_build(*c.report, all, opponent)) {
-      apply_measured_clock(c.report->machine, c.report->measured_ghz);
       c.report->warnings = warnings;
       return *c.report;
     }
   }
 
+  // Steps of the progress line: the peaks, the bandwidth (twice), each tier, the crossover.
+  Progress progress("strand devices: measuring", double(4 + all.size()), "steps");
+  const BusyMeter busy_meter;
+  double worst_spread = 0;  // of the measurements below, for judge_busy
   DeviceReport r;
-  r.measured_ghz = measure_core_ghz(std::min(0.05, budget.seconds_per_measurement));
-  apply_measured_clock(m, r.measured_ghz);
   r.machine = m;
   r.threads = threads;
   r.cache_path = device_cache_path();
   r.strand_version = STRAND_VERSION;
   r.measured_at = utc_now();
   r.quick = budget.quick;
+
+  // The FP32 peak of 1 thread and of every thread count a tier below uses, measured.
+  const int pool_threads = default_thread_count();
+  const double fma_seconds = std::min(0.25, budget.seconds_per_measurement);
+  std::map<int, double> peak_at;  // threads -> GFLOP/s
+  auto peak_of = [&](int t) {
+    if (!peak_at.count(t)) {
+      double spread = 0;
+      peak_at[t] = measure_fma_peak_gflops(t, fma_seconds, &spread);
+      worst_spread = std::max(worst_spread, spread);
+    }
+    return peak_at[t];
+  };
+  r.peak_1thread_gflops = peak_of(1);
   std::string fpc_why;
   const double fpc = fp32_flops_per_cycle(m, &fpc_why);
-  const double ghz = m.max_ghz > 0 ? m.max_ghz : m.base_ghz;
-  r.peak_detail = ghz > 0 ? fmt::format("cores × {:.2f} GHz × {:g} FLOP/cycle ({})", ghz, fpc, fpc_why)
-                          : "unknown: the clock frequency could not be read";
+  r.peak_detail = fmt::format("measured: an FMA loop ({} kernels) on every thread of a tier at once; 1 thread {:.1f} "
+                              "GFLOP/s, {} threads {:.1f} GFLOP/s (the core design suggests {:g} FLOP/cycle: {})",
+                              cpu::gemm_isa_name(cpu::gemm_best_isa()), r.peak_1thread_gflops, threads,
+                              peak_of(threads), fpc, fpc_why);
+  progress.add(1);
 
   // Memory bandwidth, all threads. The buffer is 4x the machine's L3 or 256 MiB: a 2x L3
   // buffer still reads partly from cache on some machines (victim caches, hypervisors).
@@ -816,9 +844,11 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
   ReadBandwidthMeter meter(bw_bytes, threads);
   int runs = 0;
   const double bw_first = meter.measure(budget.seconds_per_measurement, &runs);
+  const ReadBandwidthMeter::ReaderResult first_best = meter.best();
+  worst_spread = std::max(worst_spread, first_best.spread);
   const auto bw_first_at = Clock::now();
+  progress.add(1);
 
-  const int pool_threads = default_thread_count();
   if (pool_threads != threads)
     warnings.push_back(fmt::format("measured blas with {} threads, but the cpu tier's pool has {} (STRAND_THREADS)",
                                    threads, pool_threads));
@@ -835,7 +865,7 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
     tp.why = v.reason;
     if (v.ok && b->host_memory()) {
       tp.threads = tier_threads(tp.tier, tp.tier == "blas" || tp.tier == "naive" ? threads : pool_threads);
-      tp.theoretical_gflops = fp32_peak_gflops(m, tp.threads);
+      tp.peak_gflops = peak_of(tp.threads);
     }
     if (v.ok && b->host_memory()) {
       // blas is measured without its crossover (which would decline small probes).
@@ -850,6 +880,7 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
       measure_device_tier(budget.quick, tp);  // a GPU: its own ceilings (devices/gpu.h)
     }
     r.tiers.push_back(tp);
+    progress.add(1);
   }
   for (const char* name : kUnbuiltTiers) {
     if (std::any_of(all.begin(), all.end(), [&](const auto& b) { return b->name() == name; })) continue;
@@ -861,18 +892,42 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
   }
 
   measure_crossover(opponent, threads, budget, r);
+  progress.add(1);
 
   int runs2 = 0;
   const double apart = seconds_since(bw_first_at);
   const double bw_second = meter.measure(budget.seconds_per_measurement, &runs2);
+  const ReadBandwidthMeter::ReaderResult second_best = meter.best();
+  progress.add(1);
+  progress.finish();
   r.bandwidth_gbs = std::max(bw_first, bw_second);
+  r.bandwidth_reader = bw_first >= bw_second ? first_best.name : second_best.name;
+  std::string readers;
+  for (const auto& x : meter.last()) readers += fmt::format("{}{} {:.1f}", readers.empty() ? "" : ", ", x.name, x.gbs);
   r.bandwidth_detail = fmt::format(
-      "sum of a {} MiB buffer in {} streams per thread, {} thread{}; best of {} runs, then of {} runs {:.0f} s later: "
-      "{:.1f} and {:.1f} GB/s{}",
-      bw_bytes >> 20, kStreams, threads, threads == 1 ? "" : "s", runs, runs2, apart, bw_first, bw_second,
+      "the best of {} readers on a {} MiB buffer, {} thread{}: {:.1f} GB/s ({}), then {:.1f} GB/s ({}) {:.0f} s later; "
+      "{} runs in all; last round: {}{}",
+      meter.last().size(), bw_bytes >> 20, threads, threads == 1 ? "" : "s", bw_first, first_best.name, bw_second,
+      second_best.name, apart, runs + runs2, readers,
       m.l3_bytes && bw_bytes < 2 * m.l3_bytes ? "; it fits in cache: not a memory figure" : "");
 
-  if (!budget.quick) {
+  // A tier above its bound means the bound is wrong, not that the tier beat the hardware.
+  for (const TierPeak& t : r.tiers) {
+    if (t.measured_bandwidth_gbs > r.bandwidth_gbs && r.bandwidth_gbs > 0 && !budget.quick)
+      warnings.push_back(fmt::format("the {} tier's GEMV read {:.1f} GB/s, above the memory bound of {:.1f} GB/s: the "
+                                     "bound is too low (a strand bug: its readers should reach what its kernels do)",
+                                     t.tier, t.measured_bandwidth_gbs, r.bandwidth_gbs));
+    if (t.measured_gflops > t.peak_gflops * 1.02 && t.peak_gflops > 0 && !budget.quick)
+      warnings.push_back(fmt::format("the {} tier's GEMM reached {:.1f} GFLOP/s, above its measured peak of {:.1f}: "
+                                     "the peak is too low (a strand bug)",
+                                     t.tier, t.measured_gflops, t.peak_gflops));
+  }
+
+  BusyVerdict bv = judge_busy(busy_meter.others_share(), worst_spread);
+  if (budget.assume_quiet) bv = *budget.assume_quiet ? BusyVerdict{} : BusyVerdict{true, "taken as busy (a test)"};
+  r.busy = bv.busy;
+  r.busy_detail = bv.why;
+  if (!budget.quick && !r.busy) {
     if (std::string w = write_device_cache(r); !w.empty()) warnings.push_back(w);
   }
   r.warnings = warnings;

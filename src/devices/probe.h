@@ -2,7 +2,10 @@
 // tests use to keep a probe short.
 //
 // Measurements (each the best of a few runs, so that a busy machine reads as itself at best):
-//   memory bandwidth   every thread sums its slice of a buffer much larger than L3;
+//   fp32 peak          an FMA loop (the widest vectors the CPU has) on every thread the tier
+//                      uses at once: GFLOP/s measured, not cores x clock x FLOP/cycle;
+//   memory bandwidth   every thread reads its slice of a buffer much larger than L3 with each
+//                      reader of devices/readers.h; the best reader's GB/s is the bound;
 //   tier GEMM peak     an f32 matmul on the tier, the largest square up to 1024 that fits
 //                      the time budget;
 //   tier GEMV GB/s     [1, K] · [K, K] with a weight 4x L3 (or 256 MiB): bytes it must read / time;
@@ -15,7 +18,8 @@
 // Cache: one JSON file, $STRAND_CACHE_DIR/devices.json, else $XDG_CACHE_HOME/strand/devices.json,
 // else ~/.cache/strand/devices.json. It holds one entry per key (CPU model, thread count, strand
 // version, OpenBLAS kernel). A file that cannot be parsed is ignored with a warning and
-// rewritten by the next measurement.
+// rewritten by the next measurement. A measurement taken on a busy machine (devices/busy.h) is
+// reported as such and never cached.
 #pragma once
 
 #include <cstddef>
@@ -40,6 +44,9 @@ struct ProbeBudget {
   std::vector<int64_t> crossover_m = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
   std::vector<std::pair<int64_t, int64_t>> crossover_kn = {{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}};
   bool quick = false;                    // rough numbers: never written to the cache
+  // Tests: take the machine as quiet (true) or busy (false) whatever it shows; unset: judged
+  // from what it shows (devices/busy.h).
+  std::optional<bool> assume_quiet;
 };
 
 // A probe that finishes in a fraction of a second (tests, `strand devices --quick`).
@@ -84,8 +91,8 @@ nlohmann::json to_json(const DeviceReport& r);
 DeviceReport report_from_json(const nlohmann::json& j);  // throws on missing/ill-typed fields
 
 // The measurements on their own.
-// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads summing a `bytes` buffer, best of
-// runs within `seconds`.
+// Read bandwidth in GB/s (1e9 bytes/s) of `threads` threads reading a `bytes` buffer: the best
+// reader's best run within `seconds`.
 double measure_read_bandwidth(size_t bytes, int threads, double seconds, int* runs = nullptr);
 
 // The same measurement, repeatable: the buffer is allocated and touched once, so that a
@@ -97,20 +104,36 @@ class ReadBandwidthMeter {
   ~ReadBandwidthMeter();
   ReadBandwidthMeter(const ReadBandwidthMeter&) = delete;
   ReadBandwidthMeter& operator=(const ReadBandwidthMeter&) = delete;
-  double measure(double seconds, int* runs = nullptr);  // GB/s, best of runs within `seconds` (3 at least)
+  // GB/s of the best reader: every reader of memory_readers() runs at least 3 times (all
+  // threads at once, each on its slice), `seconds` shared between them; `runs` gets the total.
+  double measure(double seconds, int* runs = nullptr);
   size_t bytes() const;
+
+  struct ReaderResult {
+    std::string name;
+    double gbs = 0;     // best run
+    double spread = 0;  // slowest run / fastest run
+    int runs = 0;
+  };
+  const std::vector<ReaderResult>& last() const;  // every reader of the last measure()
+  const ReaderResult& best() const;               // the reader that set the last figure
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-// The clock one busy core runs at, in GHz: a chain of dependent register adds (one per cycle),
-// best of runs within `seconds`. 0 where it cannot be measured (not x86-64 or aarch64).
-double measure_core_ghz(double seconds);
-// When the machine's max clock is unknown (no cpufreq, as under many hypervisors), takes the
-// measured one as max_ghz, so that theoretical peaks use the clock the cores really reach.
-void apply_measured_clock(MachineInfo& m, double measured_ghz);
+// One tier's figures as strand devices measures them: the GFLOP/s of an f32 [n, n] x [n, n]
+// matmul, and the GB/s of a [1, side] x [side, side] one (weight bytes + vectors / time), each
+// the best run within `seconds`. 0 when the tier declines the product.
+class Backend;
+double measure_tier_gemm_gflops(Backend& tier, int64_t n, double seconds);
+double measure_tier_gemv_gbs(Backend& tier, int64_t side, double seconds);
+
+// The FP32 peak in GFLOP/s of `threads` threads: each runs the FMA loop of the widest kernel
+// set (cpu::fma_loop_flops) at the same time, timed in its own CPU time; the sum. `spread`, if
+// given, gets the slowest thread's figure over the fastest's.
+double measure_fma_peak_gflops(int threads, double seconds, double* spread = nullptr);
 
 // Crossover from measured points: the threshold F (blas takes products with 2·M·N·K >= F) that
 // minimizes the sum over points of the chosen tier's time divided by the faster tier's time,
