@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "backends/cpu/threadpool.h"
 #include "backends/registry.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "devices/machine.h"
 #include "devices/probe.h"
@@ -218,8 +220,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   for (int t : threads) {
     Bounds& b = bounds[t];
     if (opt.probe == ModelBenchOptions::Probe::Off) {
-      b.note = fmt::format("no probe (--probe off): peak = fp32_peak_gflops of the machine at {} thread(s), "
-                           "bandwidth unknown", t);
+      b.note = fmt::format("no probe (--probe off): peak = an FMA loop on {} thread(s), bandwidth unknown", t);
       continue;
     }
     progress(fmt::format("probing peaks and memory bandwidth at {} thread(s)", t));
@@ -232,9 +233,10 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
     b.bandwidth_gbs = dr.bandwidth_gbs;
     if (opt.gen_tokens > 0)  // a buffer far beyond the caches, as the full probe's (even with --probe quick)
       b.meter = std::make_shared<ReadBandwidthMeter>(std::max<size_t>(size_t(256) << 20, 4 * machine.l3_bytes), t);
-    b.note = fmt::format("{} thread(s): memory read bandwidth {:.1f} GB/s ({}{})", t, dr.bandwidth_gbs,
+    b.note = fmt::format("{} thread(s): memory read bandwidth {:.1f} GB/s ({}{}{})", t, dr.bandwidth_gbs,
                          dr.quick ? "quick probe, rough" : dr.from_cache ? "cached: " + display_path(dr.cache_path)
                                                                          : "measured now",
+                         dr.busy ? "; on a BUSY machine (" + dr.busy_detail + "): peaks read low" : "",
                          dr.bandwidth_detail.empty() ? "" : "; " + dr.bandwidth_detail);
   }
   for (const auto& [t, b] : bounds) rep.probe_note += (rep.probe_note.empty() ? "" : "; ") + b.note;
@@ -250,6 +252,10 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   const std::vector<int32_t> tg_prompt_ids = random_ids(tg_prompt);
   const std::vector<int32_t> tg_ids = random_ids(opt.gen_tokens);
 
+  const int runs_per_combo = ((opt.prompt_tokens > 0) + (opt.gen_tokens > 0)) * (opt.reps + 1);
+  Progress runs_progress("bench model", double(weights.size() * chains.size() * threads.size() * size_t(runs_per_combo)),
+                         "runs");
+  std::set<std::string> measured;  // chain | weights | threads the first tier runs on
   for (DType wdt : weights) {
     for (const std::string& spec : chains) {
       for (int nthreads : threads) {
@@ -271,9 +277,18 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         const Bounds& bd = bounds[nthreads];
         double peak = 0;
         std::string peak_src;
+        // The threads the first tier runs on (the naive tier: one, whatever the count asked for).
+        const int tier_threads = first == "naive" ? 1 : nthreads;
+        if (!measured.insert(fmt::format("{}|{}|{}", cname, wname, tier_threads)).second) {
+          rep.notes.push_back(fmt::format("{} | {}: measured once, at 1 thread ({} runs on one thread whatever the "
+                                          "count)", cname, wname, first));
+          runs_progress.add(runs_per_combo);
+          continue;
+        }
         if (const auto it = bd.tiers.find(first); it != bd.tiers.end()) {
-          peak = it->second.theoretical_gflops;
-          peak_src = fmt::format("{} theoretical FP32 peak at {} thread(s) (strand devices)", first, it->second.threads);
+          peak = it->second.peak_gflops;
+          peak_src = fmt::format("{} FP32 peak at {} thread(s), measured by strand devices (an FMA loop)", first,
+                                 it->second.threads);
         }
         // A GPU chain is held to its own ceilings: the measured bf16 tensor-core rate and the
         // device copy bandwidth (the HBM bound: weight bytes / copy bandwidth), not the host's.
@@ -288,8 +303,8 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           peak_src = fmt::format("{} measured bf16 tensor-core rate (strand devices)", first);
         }
         if (peak <= 0 && !device_chain) {
-          peak = fp32_peak_gflops(machine, nthreads);
-          peak_src = fmt::format("machine FP32 peak at {} thread(s)", nthreads);
+          peak = measure_fma_peak_gflops(tier_threads, 0.1);
+          peak_src = fmt::format("FP32 peak at {} thread(s): an FMA loop measured now", tier_threads);
         }
         const double pp_flops =
             opt.prompt_tokens > 0 ? build_forward(m, opt.prompt_tokens, 0, false).graph.total_flops() : 0;
@@ -312,21 +327,26 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           em.weights = cast_gpt2_weights(source.weights, wdt, MatrixLayout::ColMajor);
           Gpt2Runner er(em, make_chain(spec));
           KvCache ec = er.new_cache();
-          const int t_short = std::max(1, std::min(64, opt.prompt_tokens > 0 ? opt.prompt_tokens : tg_prompt));
+          // The estimate must itself stay short: one token first (cold, then warm), and a
+          // prefill only as long as that token's time predicts a small share of the budget for.
+          double t_tok = 1e300;
+          const int32_t one[1] = {0};
+          for (int i = 0; i < 2; ++i) {
+            ec.len = 0;
+            const double t0 = now();
+            er.forward(one, ec, false);
+            t_tok = std::min(t_tok, now() - t0);
+          }
+          const int want = std::max(1, std::min(64, opt.prompt_tokens > 0 ? opt.prompt_tokens : tg_prompt));
+          const double share = std::min(0.25, opt.max_seconds / 50);
+          const int t_short = std::clamp(int(std::min(1e6, share / std::max(t_tok, 1e-9))), 1, want);
           const std::vector<int32_t> short_ids(size_t(t_short), 0);
-          double t_fwd = 0;
-          for (int i = 0; i < 2; ++i) {  // the second run: warm
+          double t_fwd = t_tok;
+          if (t_short > 1) {
             ec.len = 0;
             const double t0 = now();
             er.forward(short_ids, ec, false);
             t_fwd = now() - t0;
-          }
-          double t_tok = 1e300;
-          for (int i = 0; i < 3; ++i) {  // the fastest of three decode steps
-            const int32_t one[1] = {0};
-            const double t0 = now();
-            er.forward(one, ec, false);
-            t_tok = std::min(t_tok, now() - t0);
           }
           const double f_short = build_forward(em, t_short, 0, false).graph.total_flops();
           const double est =
@@ -334,12 +354,13 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
                                       double(opt.gen_tokens + tg_prompt) * t_tok);
           if (est > opt.max_seconds) {
             rep.skipped.push_back(
-                {cname, nthreads, wname,
+                {cname, tier_threads, wname,
                  fmt::format("estimated {:.0f} s for {} run(s) of each test (from a timed {}-token prefill and decode "
                              "steps), over --max-seconds {:.0f} for a chain picked by default: name it with "
                              "--backend to run it anyway, or lower -p, -n or --reps",
                              est, opt.reps + 1, t_short, opt.max_seconds)});
             progress(fmt::format("{}: skipped ({})", cname, rep.skipped.back().reason));
+            runs_progress.add(runs_per_combo);
             continue;
           }
         }
@@ -365,7 +386,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         auto make_result = [&](const std::string& test, int tokens) {
           BenchResult r;
           r.chain = cname;
-          r.threads = nthreads;
+          r.threads = tier_threads;
           r.weights = wname;
           r.test = test;
           r.tokens = tokens;
@@ -410,6 +431,8 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
           for (int i = 0; i <= opt.reps && !out_of_time(r); ++i) {
             progress(fmt::format("{} | {} thread(s) | {} | {} run {}/{}", cname, nthreads, wname, r.test, i,
                                  opt.reps));
+            runs_progress.set_note(fmt::format("{} {} {} t{}", cname, wname, r.test, tier_threads));
+            runs_progress.add(1);
             cache.len = 0;
             const double t0 = now();
             runner.forward(pp_ids, cache, false);
@@ -441,6 +464,8 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
             if (i > 0) measure_window();
             progress(fmt::format("{} | {} thread(s) | {} | {} run {}/{}", cname, nthreads, wname, r.test, i,
                                  opt.reps));
+            runs_progress.set_note(fmt::format("{} {} {} t{}", cname, wname, r.test, tier_threads));
+            runs_progress.add(1);
             cache.len = 0;
             const double p0 = now();
             runner.forward(tg_prompt_ids, cache, false);
@@ -487,6 +512,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
       }
     }
   }
+  runs_progress.finish();
   return rep;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -20,7 +21,17 @@ std::string seconds_words(double s) {
   return fmt::format("{}h{:02}m", int(s) / 3600, (int(s) / 60) % 60);
 }
 
-constexpr double kQuietSeconds = 0.5;  // work shorter than this prints nothing
+// Work shorter than this prints nothing: 0.5 s, or STRAND_PROGRESS_AFTER seconds (tests set 0
+// to see the line of short work).
+double quiet_seconds() {
+  static const double s = [] {
+    const char* v = std::getenv("STRAND_PROGRESS_AFTER");
+    char* end = nullptr;
+    const double x = v && *v ? std::strtod(v, &end) : -1;
+    return v && *v && end && *end == '\0' && x >= 0 ? x : 0.5;
+  }();
+  return s;
+}
 
 }  // namespace
 
@@ -77,7 +88,7 @@ void Progress::draw(bool final) {
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   if (!final) {
-    if (elapsed < kQuietSeconds) return;
+    if (elapsed < quiet_seconds()) return;
     const double since = std::chrono::duration<double>(now - last_draw_).count();
     if (drawn_ && since < (tty_ ? 0.1 : 2.0)) return;
   }

@@ -6,7 +6,7 @@
 // Shown only when stderr is a terminal (redrawn in place, at most 10 times a second), or
 // when asked for with --progress (then a plain line at most every 2 s, for logs); --quiet
 // (ProgressMode::Off) silences it. Never on stdout, so --json output stays one value. Work that
-// ends within half a second prints nothing at all.
+// ends within half a second (STRAND_PROGRESS_AFTER seconds, when set) prints nothing at all.
 #pragma once
 
 #include <chrono>

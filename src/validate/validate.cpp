@@ -15,6 +15,7 @@
 #include "backends/blas/blas.h"
 #include "backends/registry.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "model/gpt2.h"
 #include "model/gpt2_weights.h"
@@ -357,7 +358,9 @@ ValidateReport run_validate(const ValidateOptions& opt) {
   rep.total_cases = int(cases.size());
   std::map<RowKey, OpTierResult> rows;
   progress(fmt::format("ops: {} cases on {} tier(s), seed {}", cases.size(), tiers.size(), opt.seed));
+  Progress op_progress("validate: op cases", double(cases.size()), "cases");
   for (size_t i = 0; i < cases.size(); ++i) {
+    op_progress.set(double(i));
     const OpCase& c = cases[i];
     const uint64_t case_seed = opt.seed + i;
     std::vector<OpCheck> checks;
@@ -385,6 +388,8 @@ ValidateReport run_validate(const ValidateOptions& opt) {
       add_case(row, checks[t], case_seed);
     }
   }
+  op_progress.set(double(cases.size()));
+  op_progress.finish();
   // ---- gradients ----
   if (opt.gradients) {
     const std::vector<OpCase> gcases = grad_cases(opt.seed, std::max(1, opt.cases_per_op));
@@ -445,8 +450,10 @@ ValidateReport run_validate(const ValidateOptions& opt) {
     for (const auto& b : all_backends())
       if (b->probe().ok) fallback = b;
     std::vector<NamedModel> models = models_to_check(opt, rep.notes);
+    Progress model_progress("validate: GPT-2 per tier", double(models.size() * tiers.size()), "checks");
     for (size_t mi = 0; mi < models.size(); ++mi) {
       for (const auto& t : tiers) {
+        model_progress.set(double(mi * tiers.size() + size_t(&t - tiers.data())));
         progress(fmt::format("model: {} {} on {}", models[mi].name, dtype_name(models[mi].model->weights.dtype),
                              t->name()));
         rep.models.push_back(check_model(models[mi], t, fallback, opt.seed + 7919 * (mi + 1), opt.greedy_tokens));

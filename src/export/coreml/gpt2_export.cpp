@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "export/coreml/package.h"
 #include "ops/ops.h"
 
@@ -119,7 +120,9 @@ Gpt2Program build_gpt2_program(const Gpt2Model& m, const ExportOptions& o, Weigh
 
   std::vector<Var> new_k, new_v;
   const double qscale = 1.0 / std::sqrt(double(D));
+  Progress progress("export coreml: fp16 weights", double(L + 1), "layers");  // + the vocabulary projection
   for (int64_t l = 0; l < L; ++l) {
+    if (l > 0) progress.add(1);
     const Gpt2Layer& Ly = w.layers[size_t(l)];
     const std::string p = fmt::format("h_{}_", l);
     b.set_block(fmt::format("h.{}.attn", l));
@@ -181,6 +184,7 @@ Gpt2Program build_gpt2_program(const Gpt2Model& m, const ExportOptions& o, Weigh
     x = b.add(x, hdn, p + "mlp_residual");
   }
 
+  progress.add(1);
   b.set_block("ln_f");
   x = layer_norm(x, w.ln_f_w, w.ln_f_b, "ln_f");
 
@@ -195,6 +199,8 @@ Gpt2Program build_gpt2_program(const Gpt2Model& m, const ExportOptions& o, Weigh
     b.output(b.conv1x1(x, wv, nullptr, fmt::format("logits_{}", i)));
     prog.logits_chunks.push_back(n);
   }
+  progress.add(1);
+  progress.finish();
   for (int64_t l = 0; l < L; ++l) {
     b.output(new_k[size_t(l)]);
     b.output(new_v[size_t(l)]);
