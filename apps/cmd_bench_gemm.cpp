@@ -1,6 +1,4 @@
 // strand bench gemm — the GEMM ladder: every rung on square sizes and the GPT-2 shapes.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -16,6 +14,7 @@
 #include "backends/cuda/cuda.h"
 #include "bench/gemm_ladder.h"
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace strand::cli {
 
@@ -63,10 +62,11 @@ int run_gpu(const BenchGemmArgs& a, const std::vector<int64_t>& sizes) {
              {"XL c_fc, 2048 tokens", 2048, 1600, 6400},   {"XL mlp.c_proj, 2048 tokens", 2048, 6400, 1600},
              {"XL lm_head, 2048 tokens", 2048, 1600, 50257}})
       shapes.push_back({label, m, n, k});
-  const bool tty = isatty(STDERR_FILENO);
+  json_silences_progress(a.json || a.format == "json");
+  const bool show = progress_enabled();  // a terminal or --progress; never with --quiet or --json
   const CudaPeaks peak = measure_cuda_peaks(false);
-  const std::vector<CudaGemmCell> cells = cuda_gemm_ladder(shapes, a.reps, [tty](const std::string& line) {
-    if (tty) std::fprintf(stderr, "%s\n", line.c_str());
+  const std::vector<CudaGemmCell> cells = cuda_gemm_ladder(shapes, a.reps, [show](const std::string& line) {
+    if (show) std::fprintf(stderr, "%s\n", line.c_str());
   });
   const std::string format = a.json ? "json" : a.format;
   if (format == "json") {
@@ -154,10 +154,8 @@ int run(const BenchGemmArgs& a, bool sizes_given) {
     if (std::find(known.begin(), known.end(), r) == known.end())
       fail("--rungs: unknown rung '{}' (naive, blocked, simd, threads, packed, blas, onednn)", r);
 
-  const bool tty = isatty(STDERR_FILENO);
-  const nlohmann::json rep = bench::run_gemm_ladder(o, [tty](const std::string& line) {
-    if (tty) std::fprintf(stderr, "%s\n", line.c_str());
-  });
+  json_silences_progress(format == "json");
+  const nlohmann::json rep = bench::run_gemm_ladder(o, {});  // its progress line: core/progress.h
   std::string out;
   if (format == "json") out = rep.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   else if (format == "csv") out = bench::ladder_csv(rep);
@@ -175,15 +173,15 @@ Command add_bench_gemm(CLI::App& parent) {
   CLI::App* app = c.app;
   app->add_option("--sizes", args->sizes, "square sizes M=N=K, comma-separated (default 128,256,512,1024,2048; none with --gpt2 alone)");
   app->add_flag("--gpt2", args->gpt2, "the GPT-2 124M shapes: M = 1, 128, 512 against 768x2304, 768x768, 768x3072, 3072x768, 768x50257 (B^T)");
-  app->add_option("--threads", args->threads, "threads for the threaded rungs and the libraries (default: STRAND_THREADS or all)");
-  app->add_option("--reps", args->reps, "timed repetitions per cell (default 7; a cell stops early after 3 s)");
-  app->add_option("--format", args->format, "md (default), csv or json");
+  app->add_option("-t,--threads", args->threads, "threads for the threaded rungs and the libraries (0: STRAND_THREADS or all)");
+  app->add_option("-r,--reps", args->reps, "timed repetitions per cell (a cell stops early after 3 s)");
+  app->add_option("-o,--format", args->format, "md, csv or json");
   app->add_flag("--json", args->json, "same as --format json: print exactly one JSON value");
   app->add_option("--rungs", args->rungs, "comma-separated subset of naive,blocked,simd,threads,packed,blas,onednn");
-  app->add_option("--max-seconds", args->max_seconds, "total time budget; cells past it are skipped (default 900)");
+  app->add_option("--max-seconds", args->max_seconds, "total time budget; cells past it are skipped");
   app->add_option("--max-cell-seconds", args->max_cell_seconds,
-                  "skip a rung whose single run is predicted to take longer (default 20; naive at 2048 is skipped)");
-  app->add_option("--dtype", args->dtype, "dtype of B for the packed rung: f32 (default), f16 or bf16");
+                  "skip a rung whose single run is predicted to take longer (naive at 2048 is skipped)");
+  app->add_option("--dtype", args->dtype, "dtype of B for the packed rung: f32, f16 or bf16");
   app->add_flag("--gpu", args->gpu,
                 "the GPU's ladder instead (cuda-naive, cuda-tiled, cuBLASLt f32/tf32/f16/bf16, strand's GEMV): sizes "
                 "default to 1024,4096,8192; --gpt2 adds GPT-2 124M and XL shapes");
@@ -192,8 +190,8 @@ Command add_bench_gemm(CLI::App& parent) {
       "speedup over naive and crossover sizes, after a header with the machine, its measured peak and\n"
       "the library versions.\n"
       "Examples:\n"
-      "  strand bench gemm --sizes 256,1024 --threads 2\n"
-      "  strand bench gemm --gpt2 --rungs packed,blas,onednn --reps 9 --json\n"
+      "  strand bench gemm --sizes 256,1024 -t 2 -r 9\n"
+      "  strand bench gemm --gpt2 --rungs packed,blas,onednn -o csv\n"
       "  strand bench gemm --gpu --gpt2 --sizes 4096,8192");
   c.run = [args, app]() -> int { return run(*args, app->count("--sizes") > 0); };
   return c;

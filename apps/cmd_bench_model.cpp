@@ -1,7 +1,5 @@
 // strand bench model — GPT-2 prompt-processing and generation throughput per tier chain,
 // thread count and weight dtype, against the tiers' FP32 peak and the memory bandwidth.
-#include <unistd.h>
-
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -27,7 +25,7 @@ struct BenchModelArgs {
   std::string format = "md";
   bool json = false;
   bool profile = false;
-  uint64_t seed = 1;
+  std::string seed = "1";
   std::string probe = "full";
   double max_seconds = 120;
 };
@@ -64,7 +62,7 @@ int run_bench_model(const BenchModelArgs& a) {
   opt.prompt_tokens = a.p;
   opt.gen_tokens = a.n;
   opt.reps = a.reps;
-  opt.seed = a.seed;
+  opt.seed = parse_seed(a.seed, "--seed");
   opt.max_seconds = a.max_seconds;
   opt.profile = a.profile;
   const std::string format = a.json ? "json" : a.format;
@@ -77,7 +75,7 @@ int run_bench_model(const BenchModelArgs& a) {
     opt.probe = ModelBenchOptions::Probe::Off;
   else
     fail("--probe '{}': use full, quick or off", a.probe);
-  if (::isatty(2)) opt.progress = [](const std::string& s) { std::fprintf(stderr, "  [%s]\n", s.c_str()); };
+  json_silences_progress(format == "json");  // the bench's own progress line: core/progress.h
 
   const ModelBenchReport rep = run_model_bench(opt);
   if (format == "json") {
@@ -102,15 +100,14 @@ Command add_bench_model(CLI::App& parent) {
   app->add_option("--backend", a->backend,
                   "tier chains separated by ';', tiers in a chain by ',', e.g. 'naive;cpu;blas,cpu' (default: every "
                   "rung of the usable ladder, each with the tiers below it)");
-  app->add_option("--threads", a->threads, "comma-separated thread counts, e.g. 1,2 (default: strand's count)");
+  app->add_option("-t,--threads", a->threads, "comma-separated thread counts, e.g. 1,2 (default: strand's count)");
   app->add_option("--weights", a->weights, "comma-separated weight dtypes: f32, f16, bf16, int8 (default: the model's)");
   app->add_option("-p,--n-prompt", a->p, "tokens of the pp test (0: skip it)")->check(CLI::Range(0, 1 << 20));
   app->add_option("-n,--n-gen", a->n, "tokens of the tg test (0: skip it)")->check(CLI::Range(0, 1 << 20));
-  app->add_option("--reps", a->reps, "warm repetitions of each test (after one cold run)")->check(CLI::Range(1, 1000));
-  app->add_option("--format", a->format, "md (default), csv or json");
+  app->add_option("-r,--reps", a->reps, "warm repetitions of each test (after one cold run)")->check(CLI::Range(1, 1000));
+  app->add_option("-o,--format", a->format, "md, csv or json");
   app->add_flag("--json", a->json, "same as --format json: exactly one JSON value on stdout");
-  app->add_option("--seed", a->seed, "seed of the random model and token ids")
-      ->check(CLI::Validator([](std::string& v) { return v.rfind('-', 0) == 0 ? std::string("must not be negative") : std::string(); }, ""));
+  app->add_option("-s,--seed", a->seed, "seed of the random model and token ids (0 to 2^64-1)");
   app->add_option("--probe", a->probe,
                   "where peak and bandwidth come from: full (strand devices' measurement, cached), quick (rough, a "
                   "fraction of a second), off");
@@ -126,8 +123,8 @@ Command add_bench_model(CLI::App& parent) {
       "then --reps times warm: median and min-max. The naive tier is slow at 124M: by default a chain whose\n"
       "estimated time exceeds --max-seconds is skipped with a note; name it with --backend to run it.\n"
       "Example:\n"
-      "  strand bench model --backend 'cpu;blas,cpu' --threads 1,2 --weights f32,f16,int8 -p 512 -n 128\n"
-      "  strand bench model -m ./gpt2 --format csv\n"
+      "  strand bench model --backend 'cpu;blas,cpu' -t 1,2 --weights f32,f16,int8 -p 512 -n 128 -r 5\n"
+      "  strand bench model -m ./gpt2 -o csv\n"
       "  strand bench model --backend cpu -p 0 -n 64 --weights f16 --profile\n"
       "  strand bench model -m tests/fixtures/gpt2/tiny-f32 --backend naive -p 16 -n 4 --reps 2 --json");
   c.run = [a]() -> int { return run_bench_model(*a); };

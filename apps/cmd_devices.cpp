@@ -54,6 +54,10 @@ void print_human(const DeviceReport& r) {
                 display_path(r.cache_path).c_str(), r.measured_at.c_str(), r.threads);
   else if (r.quick)
     std::printf("measured just now with --quick (%d threads): rough numbers, not cached\n\n", r.threads);
+  else if (r.busy)
+    std::printf("measured just now (%d threads) on a BUSY machine (%s): figures read low, not cached; measure again "
+                "when it is quiet\n\n",
+                r.threads, r.busy_detail.c_str());
   else
     std::printf("measured just now (%d threads)%s\n\n", r.threads,
                 r.cache_path.empty() ? "" : fmt::format("; cached in {}", display_path(r.cache_path)).c_str());
@@ -90,17 +94,19 @@ void print_human(const DeviceReport& r) {
     std::printf("  %-10s OPENBLAS_CORETYPE=%s is set in the environment\n", "", ct);
   std::printf("  %-10s %s\n", "oneDNN", m.onednn_version.empty() ? "not built in" : m.onednn_version.c_str());
   std::printf("  %-10s %s\n", "fp32 peak", r.peak_detail.c_str());
-  std::printf("  %-10s %.1f GB/s read (%s)\n\n", "memory", r.bandwidth_gbs, r.bandwidth_detail.c_str());
+  std::printf("  %-10s %.1f GB/s read, the bound of memory-bound work (%s)\n\n", "memory", r.bandwidth_gbs,
+              r.bandwidth_detail.c_str());
 
-  std::printf("tiers, fastest first (peak: fp32 of the cores the tier uses; GEMM: best f32 matmul; GEMV: 1-row matmul\n"
-              "with a weight far larger than L3, in GB/s of the bytes it must read, against the memory's)\n");
+  std::printf("tiers, fastest first (peak: an FMA loop on the cores the tier uses, measured; GEMM: best f32 matmul;\n"
+              "GEMV: 1-row matmul with a weight far larger than L3, in GB/s of the bytes it must read, against the\n"
+              "memory bound above)\n");
   std::printf("  %-8s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", "tier", "usable", "threads", "peak GFLOP/s",
               "GEMM GFLOP/s", "(shape)", "% peak", "GEMV GB/s", "% memory");
   for (const TierPeak& t : r.tiers) {
     std::printf("  %-8s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", t.tier.c_str(), t.usable ? "yes" : "no",
-                t.threads > 0 ? std::to_string(t.threads).c_str() : "-", num(t.theoretical_gflops).c_str(),
+                t.threads > 0 ? std::to_string(t.threads).c_str() : "-", num(t.peak_gflops).c_str(),
                 num(t.measured_gflops).c_str(), t.gemm_shape.empty() ? "" : ("(" + t.gemm_shape + ")").c_str(),
-                pct(t.measured_gflops, t.theoretical_gflops).c_str(), num(t.measured_bandwidth_gbs).c_str(),
+                pct(t.measured_gflops, t.peak_gflops).c_str(), num(t.measured_bandwidth_gbs).c_str(),
                 t.device.empty() ? pct(t.measured_bandwidth_gbs, r.bandwidth_gbs).c_str() : "-");
   }
   std::printf("  why:\n");
@@ -118,12 +124,16 @@ void print_human(const DeviceReport& r) {
   else
     std::printf("2·M·N·K >= %s FLOP\n  %s\n", sci(r.blas_crossover_flops).c_str(), r.crossover_note.c_str());
   if (!r.crossover_points.empty()) {
-    std::printf("  %-20s %10s %10s %10s  %s\n", "M x K x N", "FLOP", "blas ms", (r.crossover_vs + " ms").c_str(),
-                "faster (blas by 5%+)");
-    for (const CrossoverPoint& p : r.crossover_points)
-      std::printf("  %-20s %10s %10.3f %10.3f  %s\n", fmt::format("{} x {} x {}", p.m, p.k, p.n).c_str(),
+    // Two columns that can differ: which tier was faster on that product, and which tier the
+    // crossover gives it to (one threshold for all products cannot follow every point).
+    std::printf("  %-20s %10s %10s %10s  %-18s %s\n", "M x K x N", "FLOP", "blas ms", (r.crossover_vs + " ms").c_str(),
+                "faster here", "placed on");
+    for (const CrossoverPoint& p : r.crossover_points) {
+      const bool placed_blas = r.blas_crossover_flops >= 0 && p.flops >= r.blas_crossover_flops;
+      std::printf("  %-20s %10s %10.3f %10.3f  %-18s %s\n", fmt::format("{} x {} x {}", p.m, p.k, p.n).c_str(),
                   sci(p.flops).c_str(), p.blas_seconds * 1e3, p.other_seconds * 1e3,
-                  p.blas_wins ? "blas" : r.crossover_vs.c_str());
+                  p.blas_wins ? "blas (by 5%+)" : r.crossover_vs.c_str(), placed_blas ? "blas" : r.crossover_vs.c_str());
+    }
   }
 }
 
@@ -134,7 +144,7 @@ Command add_devices(CLI::App& parent) {
   Command c;
   c.app = parent.add_subcommand("devices", "every compute tier, whether it is usable here, its peak and what it reaches");
   c.app->add_flag("--refresh", args->refresh, "measure again even when the cache has this machine");
-  c.app->add_option("--threads", args->threads, "threads to measure with (default: STRAND_THREADS or every CPU)")
+  c.app->add_option("-t,--threads", args->threads, "threads to measure with (0: STRAND_THREADS or every CPU)")
       ->check(CLI::Range(1, 256));
   c.app->add_flag("--json", args->json, "print exactly one JSON value on stdout");
   c.app->add_flag("--quick", args->quick, "measure with a tiny time budget: rough numbers, never cached");
@@ -148,6 +158,7 @@ Command add_devices(CLI::App& parent) {
       // Every tier follows STRAND_THREADS; set it before any tier starts its threads.
       ::setenv("STRAND_THREADS", std::to_string(args->threads).c_str(), 1);
     }
+    json_silences_progress(args->json);
     const int threads = args->threads > 0 ? args->threads : default_thread_count();
     const DeviceReport r =
         args->quick ? probe_devices(args->refresh, threads, quick_probe_budget()) : probe_devices(args->refresh, threads);

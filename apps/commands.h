@@ -5,7 +5,9 @@
 // throws strand::Error for anything the user can fix.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -33,5 +35,13 @@ Command add_explain(CLI::App& app);
 // `strand train` (apps/cmd_train.cpp) and `strand demo` (apps/cmd_demo.cpp).
 Command add_train(CLI::App& app);
 Command add_demo(CLI::App& app);
+// A seed given as text: an integer from 0 to 2^64 - 1, else strand::Error naming `option`
+// ("--seed 18446744073709551616: must be an integer from 0 to 18446744073709551615").
+uint64_t parse_seed(const std::string& text, const std::string& option);
+// A fresh seed from the system's random device (what a run uses when none is given).
+uint64_t random_seed();
+// --json output is one value on stdout and nothing else: a progress line on stderr only when
+// --progress asked for it explicitly.
+void json_silences_progress(bool json);
 
 }  // namespace strand::cli

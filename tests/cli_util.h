@@ -163,20 +163,47 @@ class TempCacheDir {
   bool had_ = false;
 };
 
-// Runs the strand binary with `args`. stdin is /dev/null; stdout and stderr go to two
-// temporary files that are read back. The child gets an alarm after `timeout_s` seconds
-// (SIGALRM then shows up as a signal in the result).
-inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeout_s = 60) {
+// How to run the binary beyond its arguments.
+struct RunOptions {
+  std::string stdin_text;       // what the child reads on stdin (default: nothing, as /dev/null)
+  std::string cwd;              // working directory ("": the test's)
+  bool merge_stderr = false;    // stderr into the same file as stdout (in `out`, in order)
+  bool stderr_tty = false;      // stderr is a pseudo-terminal (what it printed comes back in `err`)
+  std::vector<std::pair<std::string, std::string>> env;  // set in the child
+};
+
+// Runs the strand binary with `args`. stdin is /dev/null (or o.stdin_text); stdout and stderr
+// go to two temporary files that are read back. The child gets an alarm after `timeout_s`
+// seconds (SIGALRM then shows up as a signal in the result).
+inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeout_s = 60, const RunOptions& o = {}) {
   RunResult r;
   r.args = args;
   const fs::path tmp = fs::temp_directory_path();
   std::string out_path = (tmp / "strand_cli_out_XXXXXX").string();
   std::string err_path = (tmp / "strand_cli_err_XXXXXX").string();
+  std::string in_path = (tmp / "strand_cli_in_XXXXXX").string();
   const int out_fd = ::mkstemp(out_path.data());
   const int err_fd = ::mkstemp(err_path.data());
-  if (out_fd < 0 || err_fd < 0) {
+  const int in_tmp = ::mkstemp(in_path.data());
+  if (out_fd < 0 || err_fd < 0 || in_tmp < 0) {
     r.err = fmt::format("test harness: mkstemp failed: {}", std::strerror(errno));
     return r;
+  }
+  if (!o.stdin_text.empty() &&
+      ::write(in_tmp, o.stdin_text.data(), o.stdin_text.size()) != ssize_t(o.stdin_text.size())) {
+    r.err = "test harness: cannot write the stdin file";
+    return r;
+  }
+  ::close(in_tmp);
+  int pty_master = -1, pty_slave = -1;
+  if (o.stderr_tty) {
+    // The slave side is opened before the fork, so that it exists from the start of the child.
+    pty_master = ::posix_openpt(O_RDWR | O_NOCTTY);
+    if (pty_master < 0 || ::grantpt(pty_master) != 0 || ::unlockpt(pty_master) != 0 ||
+        (pty_slave = ::open(::ptsname(pty_master), O_RDWR | O_NOCTTY)) < 0) {
+      r.err = "test harness: no pseudo-terminal";
+      return r;
+    }
   }
 
   const std::string bin = strand_binary();
@@ -188,10 +215,18 @@ inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeo
   const auto t0 = std::chrono::steady_clock::now();
   const pid_t pid = ::fork();
   if (pid == 0) {
-    const int in_fd = ::open("/dev/null", O_RDONLY);
+    const int in_fd = ::open(o.stdin_text.empty() ? "/dev/null" : in_path.c_str(), O_RDONLY);
     if (in_fd >= 0) ::dup2(in_fd, 0);
     ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
+    if (o.stderr_tty) {
+      ::close(pty_master);
+      ::dup2(pty_slave, 2);
+      ::close(pty_slave);
+    } else {
+      ::dup2(o.merge_stderr ? out_fd : err_fd, 2);
+    }
+    for (const auto& [k, v] : o.env) ::setenv(k.c_str(), v.c_str(), 1);
+    if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) ::_exit(126);
     ::alarm(timeout_s);
     ::execv(bin.c_str(), argv.data());
     const char msg[] = "test harness: execv of the strand binary failed\n";
@@ -200,6 +235,22 @@ inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeo
   }
   ::close(out_fd);
   ::close(err_fd);
+  if (pty_slave >= 0) ::close(pty_slave);
+  std::string tty_text;
+  if (pty_master >= 0) {
+    // Read the terminal until the child's side closes (EIO), so that it never blocks on a full buffer.
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(pty_master, buf, sizeof buf);
+      if (n > 0) {
+        tty_text.append(buf, size_t(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    ::close(pty_master);
+  }
   if (pid < 0) {
     r.err = fmt::format("test harness: fork failed: {}", std::strerror(errno));
   } else {
@@ -216,11 +267,12 @@ inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeo
       r.signal = WTERMSIG(status);
     }
     r.out = read_file(out_path);
-    r.err = read_file(err_path);
+    r.err = o.stderr_tty ? tty_text : read_file(err_path);
   }
   std::error_code ec;
   fs::remove(out_path, ec);
   fs::remove(err_path, ec);
+  fs::remove(in_path, ec);
   return r;
 }
 
