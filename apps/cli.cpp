@@ -9,6 +9,8 @@
 // one line on stderr and a non-zero exit. Global flags (anywhere on the line): --progress,
 // --quiet, --version. Short flags follow llama.cpp where strand has the option: -t threads,
 // -c context, -s seed, -f file ("-" is standard input), -r repetitions, -o output format.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -50,8 +52,10 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 // (checked before reading; errors name the file).
 std::string read_text_file(const std::string& path) {
   if (path == "-") return read_stdin("-f -", kMaxTextBytes);
-  std::error_code ec;
-  if (fs::equivalent(path, "/dev/null", ec)) return {};
+  struct stat st {}, null {};
+  if (::stat(path.c_str(), &st) == 0 && ::stat("/dev/null", &null) == 0 && S_ISCHR(st.st_mode) &&
+      st.st_rdev == null.st_rdev)
+    return {};  // /dev/null (or a link to it): an empty text
   return read_regular_file(path, "-f", kMaxTextBytes);
 }
 
@@ -119,7 +123,7 @@ struct GenArgs {
                   "divide positive logits (multiply negative ones) of tokens in the last --repeat-last-n context "
                   "tokens by this (1: off)");
     c->add_option("--repeat-last-n", repeat_last_n, "window of the repeat penalty in context tokens (-1: all of them)");
-    c->add_option("--stop", stop, "stop when the generated text contains this string (not printed); repeatable");
+    c->add_option("--stop", stop, "stop when the generated text contains this string (not printed); repeatable")->default_str("");
     c->add_option("-s,--seed", seed_text, "random seed for sampling, 0 to 2^64-1 (default: a random one, printed)");
   }
   // The seed of this run: -s, or a fresh random one.

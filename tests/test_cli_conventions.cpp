@@ -73,16 +73,16 @@ TEST(Conventions, VersionFlag) {
 }
 
 TEST(Conventions, EveryHelpShowsDefaults) {
-  // CLI11 shows a captured default as "[value]" after the option.
+  // The option parser shows a captured default as "=value" after the option's type.
   const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
-      {{"generate", "-h"}, {"[32]", "[64]", "[auto]"}},
-      {{"demo", "-h"}, {"[4]", "[128]"}},
-      {{"perplexity", "-h"}, {"[0]", "[auto]"}},
-      {{"bench", "gemm", "-h"}, {"[7]", "[md]", "[900]"}},
-      {{"bench", "model", "-h"}, {"[512]", "[128]", "[5]", "[full]"}},
-      {{"devices", "-h"}, {"[0]"}},
-      {{"validate", "-h"}, {"[4]", "[16]"}},
-      {{"export", "coreml", "-h"}, {"[prefill]"}},
+      {{"generate", "-h"}, {"INT:INT in [0 - 1073741824]=32", "--repeat-last-n INT=64", "TEXT=auto", "--temp FLOAT=1"}},
+      {{"demo", "-h"}, {"=4", "=128"}},
+      {{"perplexity", "-h"}, {"=0", "TEXT=auto"}},
+      {{"bench", "gemm", "-h"}, {"INT=7", "TEXT=md", "=900"}},
+      {{"bench", "model", "-h"}, {"=512", "=128", "=5", "TEXT=full"}},
+      {{"devices", "-h"}, {"=0"}},
+      {{"validate", "-h"}, {"=4", "=16"}},
+      {{"export", "coreml", "-h"}, {"=prefill"}},
   };
   for (const auto& [args, needles] : cases) {
     const RunResult r = run_strand(args);

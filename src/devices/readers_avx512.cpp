@@ -14,7 +14,9 @@ namespace {
 #endif
 
 uint64_t fold(__m512i a, __m512i b, __m512i c, __m512i d) {
-  return uint64_t(_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d))));
+  alignas(64) uint64_t w[8];
+  _mm512_store_si512(w, _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
+  return ((w[0] + w[1]) + (w[2] + w[3])) + ((w[4] + w[5]) + (w[6] + w[7]));
 }
 
 // One sequential stream, a cache line per load, four accumulators.
