@@ -13,8 +13,10 @@
 # Caches, in STRAND_FRESH_CACHE (default /var/cache/strand): the bootstrapped base root as a
 # tarball, and the .deb files apt downloads inside it, so that a second run on the same machine
 # skips the downloads. CI runs on a fresh machine each time and pays for both.
-# Environment passed into the root: CI, and every STRAND_* variable (e.g.
-# STRAND_REQUIRE_COREMLTOOLS=1). STRAND_FRESH_KEEP=1 keeps the root afterwards.
+# Environment passed into the root: CI, every STRAND_* variable (e.g.
+# STRAND_REQUIRE_COREMLTOOLS=1), and how this machine reaches the registries (apt's mirror and
+# Acquire settings, pip's config, index and PIP_CERT bundle); nothing else of the machine.
+# STRAND_FRESH_KEEP=1 keeps the root afterwards.
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -116,6 +118,13 @@ for f in /etc/apt/apt.conf.d/*; do
 done
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 cp -L /etc/hosts "$root/etc/hosts" 2>/dev/null || true
+# pip as this machine reaches PyPI: its config file, and the certificate bundle PIP_CERT names
+# (a network that inspects TLS has its own authority; pip's bundled one would reject it).
+[ -f /etc/pip.conf ] && cp -L /etc/pip.conf "$root/etc/pip.conf"
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+  mkdir -p "$root/$(dirname "$PIP_CERT")"
+  cp -L "$PIP_CERT" "$root/$PIP_CERT"
+fi
 
 # A clean clone, and shared/ beside it.
 say "cloning $src ($(git -C "$src" rev-parse --short HEAD)) into the root"
@@ -151,6 +160,9 @@ mapfile -t cmds < <(awk '/^```sh/ {f = 1; next} f && /^```/ {exit} f' "$src/READ
 
 envs=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb)
 [ -n "${CI:-}" ] && envs+=("CI=$CI")
+for v in PIP_CERT PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST PIP_DEFAULT_TIMEOUT; do
+  [ -n "${!v:-}" ] && envs+=("$v=${!v}")
+done
 while IFS='=' read -r name _; do
   [[ $name == STRAND_* && $name != STRAND_FRESH_* ]] && envs+=("$name=${!name}")
 done < <(env)

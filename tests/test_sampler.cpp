@@ -94,8 +94,9 @@ TEST(Sampler, TemperatureTopKTopPMinPByHand) {
                       {1, std::exp(-0.5), std::exp(-1.0)});
   // Greedy: the argmax, probability 1.
   expect_distribution(Sampler(cfg(0)).distribution(l), {0}, {1});
-  // The repetition penalty comes first: token 0's logit 0 stays 0, token 1's -1 becomes -2.
-  expect_distribution(Sampler(cfg(1.0, 0, 1.0, 0.0, 2.0)).distribution(l, std::vector<int32_t>{1}), {0, 2, 1, 3},
+  // The repetition penalty comes first: token 1's logit -1 becomes -2, tied with token 2 (ties
+  // go to the lower id).
+  expect_distribution(Sampler(cfg(1.0, 0, 1.0, 0.0, 2.0)).distribution(l, std::vector<int32_t>{1}), {0, 1, 2, 3},
                       {1, e2, e2, e3});
 }
 

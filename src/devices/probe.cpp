@@ -249,26 +249,7 @@ void measure_crossover(const std::shared_ptr<Backend>& opponent, int threads, co
     }
   }
   r.blas_crossover_flops = crossover_from_points(r.crossover_points);
-  if (r.blas_crossover_flops < 0) {
-    r.crossover_note = fmt::format("{} declined every product measured", r.crossover_vs);
-  } else if (std::isinf(r.blas_crossover_flops)) {
-    int wins = 0;
-    for (const CrossoverPoint& p : r.crossover_points) wins += p.blas_wins;
-    r.crossover_note =
-        wins == 0 ? fmt::format("blas is not 5% faster than {} on any measured product: it claims nothing", r.crossover_vs)
-                  : fmt::format("blas is 5%+ faster on {} of the {} measured products, but every threshold on 2·M·N·K "
-                                "that gives it those also gives it products where {} is faster, for more time lost "
-                                "than won: it claims nothing",
-                                wins, r.crossover_points.size(), r.crossover_vs);
-  } else {
-    int wins_above = 0, above = 0;
-    for (const CrossoverPoint& p : r.crossover_points)
-      if (p.flops >= r.blas_crossover_flops) ++above, wins_above += p.blas_wins;
-    r.crossover_note = fmt::format("the threshold with the least total time over the {} measured products; blas is "
-                                   "5%+ faster on {} of the {} at or above it{}",
-                                   r.crossover_points.size(), wins_above, above,
-                                   stopped_early ? "; a series stopped once blas was over twice as fast three sizes in a row" : "");
-  }
+  r.crossover_note = crossover_note(r.crossover_points, r.blas_crossover_flops, r.crossover_vs, stopped_early);
 }
 
 // How many L3 instances the machine has (from sysfs; 1 when unknown).
@@ -635,6 +616,26 @@ CachedCrossover cached_blas_crossover(int threads) {
     break;
   }
   return c;
+}
+
+std::string crossover_note(const std::vector<CrossoverPoint>& points, double flops, const std::string& vs,
+                           bool stopped_early) {
+  if (flops < 0) return fmt::format("{} declined every product measured", vs);
+  int wins = 0, wins_above = 0, above = 0;
+  for (const CrossoverPoint& p : points) {
+    wins += p.blas_wins;
+    if (p.flops >= flops) ++above, wins_above += p.blas_wins;
+  }
+  if (std::isinf(flops))
+    return wins == 0 ? fmt::format("blas is not 5% faster than {} on any measured product: it claims nothing", vs)
+                     : fmt::format("blas is 5%+ faster on {} of the {} measured products, but every threshold on "
+                                   "2·M·N·K that gives it those also gives it products where {} is faster, for more "
+                                   "time lost than won: it claims nothing",
+                                   wins, points.size(), vs);
+  return fmt::format("the threshold with the least total time over the {} measured products; blas is 5%+ faster on {} "
+                     "of the {} at or above it{}",
+                     points.size(), wins_above, above,
+                     stopped_early ? "; a series stopped once blas was over twice as fast three sizes in a row" : "");
 }
 
 double crossover_from_points(const std::vector<CrossoverPoint>& points) {

@@ -140,5 +140,9 @@ double measure_fma_peak_gflops(int threads, double seconds, double* spread = nul
 // blas's time counted 5% worse (a near tie goes to the cpu tier). Candidates are the measured
 // sizes and +inf ("never"); on a tie the larger wins. -1 when there are no points.
 double crossover_from_points(const std::vector<CrossoverPoint>& points);
+// The crossover in words for `strand devices`: where the threshold comes from, and when it is
+// "never" although blas was faster on some products, why (a single threshold cannot follow them).
+std::string crossover_note(const std::vector<CrossoverPoint>& points, double flops, const std::string& vs,
+                           bool stopped_early = false);
 
 }  // namespace strand
