@@ -26,9 +26,9 @@ class BusyMeter {
   bool ok_ = false;
 };
 
-// Thresholds: other processes above 15% of the CPU time, or repeats spread by more than 1.5x.
+// Thresholds: other processes above 15% of the CPU time, or repeats spread by more than 2x.
 constexpr double kBusyOthersShare = 0.15;
-constexpr double kBusySpread = 1.5;
+constexpr double kBusySpread = 2.0;
 
 struct BusyVerdict {
   bool busy = false;
