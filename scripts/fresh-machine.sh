@@ -119,11 +119,19 @@ done
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 cp -L /etc/hosts "$root/etc/hosts" 2>/dev/null || true
 # pip as this machine reaches PyPI: its config file, and the certificate bundle PIP_CERT names
-# (a network that inspects TLS has its own authority; pip's bundled one would reject it).
+# (a network that inspects TLS has its own authority, which pip's bundled list lacks). The
+# bundle goes to a path of its own: installing ca-certificates in the root rewrites the usual
+# one. The authorities added by hand here go where ca-certificates picks them up, too.
 [ -f /etc/pip.conf ] && cp -L /etc/pip.conf "$root/etc/pip.conf"
+root_pip_cert=
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
-  mkdir -p "$root/$(dirname "$PIP_CERT")"
-  cp -L "$PIP_CERT" "$root/$PIP_CERT"
+  mkdir -p "$root/etc/ssl"
+  cp -L "$PIP_CERT" "$root/etc/ssl/host-ca-bundle.crt"
+  root_pip_cert=/etc/ssl/host-ca-bundle.crt
+fi
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -L /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
 fi
 
 # A clean clone, and shared/ beside it.
@@ -160,7 +168,8 @@ mapfile -t cmds < <(awk '/^```sh/ {f = 1; next} f && /^```/ {exit} f' "$src/READ
 
 envs=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb)
 [ -n "${CI:-}" ] && envs+=("CI=$CI")
-for v in PIP_CERT PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST PIP_DEFAULT_TIMEOUT; do
+[ -n "$root_pip_cert" ] && envs+=("PIP_CERT=$root_pip_cert")
+for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST PIP_DEFAULT_TIMEOUT; do
   [ -n "${!v:-}" ] && envs+=("$v=${!v}")
 done
 while IFS='=' read -r name _; do

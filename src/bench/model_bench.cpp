@@ -496,6 +496,11 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
             r.bandwidth_gbs = stats_of(bound).median;
             r.pct_bandwidth = stats_of(pct).median;
             r.bandwidth_source = "measured around each run";
+            if (r.pct_bandwidth > 100)
+              rep.notes.push_back(fmt::format("{} | {} thread(s) | {} | {}: {:.1f}% of the memory bound: a decode cannot "
+                                              "read faster than memory, so the bound is too low (a strand bug: its "
+                                              "readers should reach what its kernels do)",
+                                              r.chain, r.threads, r.weights, r.test, r.pct_bandwidth));
           } else {
             r.pct_bandwidth = r.bandwidth_gbs > 0 ? 100.0 * r.gbs / r.bandwidth_gbs : 0;
             r.bandwidth_source = r.bandwidth_gbs <= 0 ? ""
