@@ -106,11 +106,11 @@ struct GenArgs {
   std::string seed_text;  // empty: a random seed, printed
   uint64_t seed = 0;      // resolved by resolve_seed()
 
-  void add_to(CLI::App* c, bool prompt_required) {
+  // generate requires -p or -f (checked in run(), whose message can name both).
+  void add_to(CLI::App* c) {
     auto* p = c->add_option("-p,--prompt", prompt, "prompt text (empty: start from <|endoftext|>)");
     auto* f = c->add_option("-f,--file", prompt_file, "read the prompt from a file ('-': standard input)");
     p->excludes(f);
-    (void)prompt_required;  // generate checks for -p or -f in run(), which can name both
     c->add_option("-n,--n-tokens", n, "tokens to generate (stops early at end-of-text or a stop string)")
         ->check(CLI::Range(0, 1 << 30));
     c->add_option("-c,--ctx", ctx, "context in tokens for prompt + generation (0: the model's n_positions)")
@@ -329,7 +329,7 @@ int run(int argc, char** argv) {
 
   auto* gen = app.add_subcommand("generate", "generate text from a prompt");
   ra.add_to(gen);
-  ga.add_to(gen, true);
+  ga.add_to(gen);
   gen->footer(
       "Sampling: repeat penalty, then temperature, top-k, top-p, min-p (Hugging Face's order); --temp 0 is greedy.\n"
       "The seed is printed (stderr; \"seed\" in --json): -s SEED repeats a run.\n"
