@@ -914,6 +914,7 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
 
   // A tier above its bound means the bound is wrong, not that the tier beat the hardware.
   for (const TierPeak& t : r.tiers) {
+    if (!t.device.empty()) continue;  // a GPU: its own memory and ceilings (devices/gpu.h)
     if (t.measured_bandwidth_gbs > r.bandwidth_gbs && r.bandwidth_gbs > 0 && !budget.quick)
       warnings.push_back(fmt::format("the {} tier's GEMV read {:.1f} GB/s, above the memory bound of {:.1f} GB/s: the "
                                      "bound is too low (a strand bug: its readers should reach what its kernels do)",
