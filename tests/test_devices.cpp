@@ -1,5 +1,6 @@
-// strand devices: machine facts, theoretical peaks, the crossover rule, a probe with a tiny time
-// budget, the device cache (round trip, corrupt files), and the `strand devices` command.
+// strand devices: machine facts, measured peaks and memory readers, the busy-machine rule, the
+// crossover rule, a probe with a tiny time budget, the device cache (round trip, corrupt files),
+// and the `strand devices` command.
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
