@@ -18,6 +18,12 @@ class CudaStub final : public Backend {
   Verdict probe() const override { return Verdict::no(kNotBuilt); }
   Verdict supports(const Graph&, const Node&) const override { return Verdict::no(kNotBuilt); }
   void run(const Graph&, std::span<const NodeId>, std::vector<Tensor>&) override { fail("cuda tier: {}", kNotBuilt); }
+  // The cuda tier has memory of its own, built or not (it is never usable unbuilt, so nothing
+  // is ever placed in it): a space of its own, as the built tier's.
+  const void* memory_space() const override {
+    static const char space = 0;
+    return &space;
+  }
 };
 
 }  // namespace
