@@ -26,7 +26,7 @@ struct BenchTrainArgs {
   int reps = 3, warmup = 1;
   bool profile = false, json = false;
   std::string format = "md", peer;
-  uint64_t seed = 1;
+  std::string seed = "1";
 };
 
 std::vector<std::string> split(const std::string& s, char sep) {
@@ -74,9 +74,10 @@ int run_bench_train(const BenchTrainArgs& a) {
   o.reps = a.reps;
   o.warmup = a.warmup;
   o.profile = a.profile;
-  o.seed = a.seed;
+  o.seed = parse_seed(a.seed, "--seed");
   const std::string format = a.json ? "json" : a.format;
   if (format != "md" && format != "csv" && format != "json") fail("--format '{}': use md, csv or json", a.format);
+  json_silences_progress(format == "json");
   json peer;
   if (!a.peer.empty()) {
     try {

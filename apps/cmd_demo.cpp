@@ -36,8 +36,8 @@ struct DemoArgs {
   int n = 300;
   double temp = 0.8;
   int top_k = 40;
+  std::string seed_text;  // -s; empty: a random seed, printed
   uint64_t seed = 0;
-  bool seed_given = false;
   std::string out, backend = "auto";
   bool json = false;
 };
@@ -45,7 +45,8 @@ struct DemoArgs {
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 int run_demo(DemoArgs& a) {
-  if (!a.seed_given) a.seed = std::random_device{}();
+  json_silences_progress(a.json);
+  a.seed = a.seed_text.empty() ? random_seed() : parse_seed(a.seed_text, "--seed");
   const Gpt2Config mc = demo_model_config();
   if (!a.json) {
     std::printf("strand demo — a GPT-2 that strand trains itself, on its own docs and C++ sources (nothing to download)\n\n");
@@ -69,7 +70,7 @@ int run_demo(DemoArgs& a) {
   }
   const DemoModel d = demo_model(a.opt);
   prog.finish();
-  std::string where = d.dir;
+  std::string where = d.dir, out_abs;
   if (!a.out.empty()) {
     std::error_code ec;
     fs::create_directories(a.out, ec);
@@ -77,7 +78,8 @@ int run_demo(DemoArgs& a) {
     for (const auto& e : fs::directory_iterator(d.dir))
       if (e.is_regular_file()) fs::copy_file(e.path(), fs::path(a.out) / e.path().filename(), fs::copy_options::overwrite_existing, ec);
     if (ec) fail("--out {}: cannot copy the model there: {}", a.out, ec.message());
-    where = a.out;
+    out_abs = fs::canonical(a.out, ec).string();
+    where = out_abs;
   }
 
   // Held-out text scored, and text generated, the way any model directory is run.
@@ -106,6 +108,8 @@ int run_demo(DemoArgs& a) {
       hist.push_back(e);
     }
     std::puts(dump({{"model_dir", where},
+                    {"out", out_abs.empty() ? json(nullptr) : json(out_abs)},
+                    {"seed", a.seed},
                     {"from_cache", d.from_cache},
                     {"parameters", d.parameters},
                     {"steps", d.steps},
@@ -125,6 +129,8 @@ int run_demo(DemoArgs& a) {
                            : fmt::format(" in {:.0f} s on {} ({:.0f} tokens/s, {:.1f} GFLOP/s)", d.train_seconds, d.tiers,
                                          d.tokens_per_s, d.gflops)
                                  .c_str());
+  if (!out_abs.empty())
+    std::printf("written to: %s (config.json, model.safetensors, vocab.json, merges.txt, loss.svg)\n", out_abs.c_str());
   std::printf("model directory: %s (a Hugging Face GPT-2 directory: try strand generate -m %s -p \"...\")\n",
               display_path(where).c_str(), display_path(where).c_str());
   std::printf("loss curve: %s\n\n", display_path((fs::path(d.dir) / "loss.svg").string()).c_str());
@@ -148,9 +154,7 @@ Command add_demo(CLI::App& app) {
   c->add_option("-n,--n-tokens", a->n, "bytes to generate")->check(CLI::Range(0, 100000))->capture_default_str();
   c->add_option("--temp", a->temp, "sampling temperature; 0 is greedy")->check(CLI::Range(0.0, 100.0))->capture_default_str();
   c->add_option("--top-k", a->top_k, "sample among the k most likely bytes (0: all)")->check(CLI::Range(0, 1 << 20))->capture_default_str();
-  c->add_option_function<uint64_t>(
-      "-s,--seed", [a](const uint64_t& s) { a->seed = s, a->seed_given = true; },
-      "sampling seed (default: random, printed)");
+  c->add_option("-s,--seed", a->seed_text, "sampling seed (default: random, printed)");
   c->add_option("--steps", a->opt.steps, "training steps at most (the run is fitted to --budget)")
       ->check(CLI::Range(int64_t(10), int64_t(1) << 30))
       ->capture_default_str();

@@ -6,7 +6,6 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -14,10 +13,10 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-#include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "devices/probe.h"
 #include "train/init.h"
 #include "train/svg.h"
 #include "train/trainer.h"
@@ -39,20 +38,10 @@ struct TrainArgs {
   std::string tokenizer_dir, out, resume;
   int layers = 4, embd = 128, heads = 4, positions = 0;
   int64_t stop_after = 0, save_every = 0;
-  bool seed_given = false, json = false, explain = false;
+  std::string seed_text;  // -s; empty: a random seed, printed
+  bool json = false, explain = false;
   int threads = 0;
 };
-
-// FP32 multiply-add throughput of every thread of the pool at once, GFLOP/s: the bar MFU is
-// measured against.
-double fma_peak_gflops() {
-  cpu::ThreadPool& pool = cpu::ThreadPool::global();
-  std::vector<double> f(size_t(pool.size()), 0.0);
-  pool.run([&](int t) { f[size_t(t)] = cpu::fma_loop_flops(cpu::gemm_best_isa(), 0.15); });
-  double sum = 0;
-  for (double x : f) sum += x;
-  return sum / 1e9;
-}
 
 std::string eta_words(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -106,6 +95,7 @@ std::unique_ptr<Trainer> start_run(TrainArgs& a) {
 }
 
 int run_train(TrainArgs& a, CLI::App* app) {
+  json_silences_progress(a.json);
   a.threads = cpu::ThreadPool::global().size();
   std::unique_ptr<Trainer> t;
   if (!a.resume.empty()) {
@@ -119,14 +109,14 @@ int run_train(TrainArgs& a, CLI::App* app) {
   } else {
     if (a.data.empty()) fail("--data: give at least one text file or folder to train on (or --resume DIR)");
     if (a.out.empty()) fail("--out: give the directory to save the trained model in");
-    if (!a.seed_given) a.cfg.seed = std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32);
+    a.cfg.seed = a.seed_text.empty() ? random_seed() : parse_seed(a.seed_text, "--seed");
     if (!a.cfg.init.empty() && !a.tokenizer_dir.empty() && a.cfg.tokenizer != "gpt2")
       fail("--tokenizer-dir: only with --tokenizer gpt2");
     t = start_run(a);
   }
   const TrainConfig& cfg = t->config();
   const Gpt2Config& mc = t->model().config;
-  const double peak = fma_peak_gflops();
+  const double peak = measure_fma_peak_gflops(t->threads(), 0.3);  // the bar MFU is measured against
   int64_t nparams = 0;
   for (const Param& p : t->runner().params()) nparams += p.tensor.numel();
   if (a.explain) std::fprintf(stderr, "plan of one training step:\n%s", t->runner().plan().explain(t->runner().graph().graph).c_str());
@@ -235,9 +225,7 @@ Command add_train(CLI::App& app) {
   c->add_option("--warmup", cfg.warmup, "steps of linear warmup")->check(CLI::Range(int64_t(0), int64_t(1) << 40))->capture_default_str();
   c->add_option("--wd", cfg.weight_decay, "AdamW weight decay (matrices and embeddings)")->capture_default_str();
   c->add_option("--clip", cfg.clip, "clip the global gradient norm to this (0: no clipping)")->capture_default_str();
-  c->add_option_function<uint64_t>(
-      "-s,--seed", [a](const uint64_t& s) { a->cfg.seed = s, a->seed_given = true; },
-      "seed of the weights and the batches (default: random, printed)");
+  c->add_option("-s,--seed", a->seed_text, "seed of the weights and the batches (default: random, printed)");
   c->add_option("--eval-every", cfg.eval_every, "validation loss every N steps (0: only at the end)")->capture_default_str();
   c->add_option("--val-split", cfg.val_split, "fraction of the text held out for validation")->capture_default_str();
   c->add_option("--backend", cfg.backend, "tier chain, fastest first (default: every usable tier)")->capture_default_str();

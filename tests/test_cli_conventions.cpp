@@ -77,7 +77,9 @@ TEST(Conventions, EveryHelpShowsDefaults) {
   // The option parser shows a captured default as "=value" after the option's type.
   const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
       {{"generate", "-h"}, {"INT:INT in [0 - 1073741824]=32", "--repeat-last-n INT=64", "TEXT=auto", "--temp FLOAT=1"}},
-      {{"demo", "-h"}, {"=4", "=128"}},
+      {{"demo", "-h"}, {"=300", "=165", "=500"}},
+      {{"train", "-h"}, {"TEXT:{bytes,gpt2}=bytes", "=1000", "=256"}},
+      {{"bench", "train", "-h"}, {"TEXT=124M", "=4", "=256", "TEXT=cpu"}},
       {{"perplexity", "-h"}, {"=0", "TEXT=auto"}},
       {{"bench", "gemm", "-h"}, {"INT=7", "TEXT=md", "=900"}},
       {{"bench", "model", "-h"}, {"=512", "=128", "=5", "TEXT=full"}},
@@ -230,17 +232,24 @@ TEST(Conventions, ExplainStartsOnItsOwnLine) {
 
 TEST(Conventions, DemoOutSaysWhereItWrote) {
   ScratchDir s;
+  strand::cli_test::TempCacheDir cache;
   const std::string out = (s / "tiny").string();
-  const RunResult h = run_strand({"demo", "--out", out, "-n", "4", "--layers", "1"}, 120);
+  const std::vector<std::string> quick = {"--budget", "5", "--steps", "20", "-n", "4"};
+  std::vector<std::string> args = {"demo", "--out", out};
+  args.insert(args.end(), quick.begin(), quick.end());
+  const RunResult h = run_strand(args, 300);
   expect_ok(h);
   EXPECT_NE(h.out.find("written to: " + fs::canonical(out).string()), std::string::npos) << h.describe();
   EXPECT_TRUE(fs::exists(fs::path(out) / "model.safetensors"));
-  const RunResult j = run_strand({"demo", "--out", out, "-n", "4", "--layers", "1", "--json"}, 120);
+  args.push_back("--json");
+  const RunResult j = run_strand(args, 300);
   expect_ok(j);
   EXPECT_EQ(one_json(j)["out"], fs::canonical(out).string()) << j.describe();
-  const RunResult t = run_strand({"demo", "-n", "4", "--layers", "1", "--json"}, 120);
+  std::vector<std::string> no_out = {"demo", "--json"};
+  no_out.insert(no_out.end(), quick.begin(), quick.end());
+  const RunResult t = run_strand(no_out, 300);
   expect_ok(t);
-  EXPECT_TRUE(one_json(t)["out"].is_null()) << t.describe();  // a temporary directory, removed
+  EXPECT_TRUE(one_json(t)["out"].is_null()) << t.describe();  // only the cache holds the model
 }
 
 TEST(Conventions, ValidateLeavesOtherProjectsDocsAlone) {

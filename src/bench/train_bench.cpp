@@ -5,13 +5,13 @@
 
 #include <fmt/format.h>
 
-#include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
 #include "backends/registry.h"
 #include "bench/model_bench.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "devices/machine.h"
+#include "devices/probe.h"
 #include "train/adamw.h"
 #include "train/init.h"
 #include "train/step.h"
@@ -31,17 +31,6 @@ double median(std::vector<double> v) {
 }
 
 }  // namespace
-
-double train_peak_gflops(int threads) {
-  cpu::ThreadPool& pool = cpu::ThreadPool::global();
-  std::vector<double> f(size_t(pool.size()), 0.0);
-  pool.run([&](int t) {
-    if (t < threads) f[size_t(t)] = cpu::fma_loop_flops(cpu::gemm_best_isa(), 0.2);
-  });
-  double sum = 0;
-  for (double x : f) sum += x;
-  return sum / 1e9;
-}
 
 TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
   TrainBenchReport r;
@@ -107,7 +96,7 @@ TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
       res.matmul_flops = runner.graph().matmul_flops;
       res.gflops = res.step_flops / med / 1e9;
       res.optimizer_seconds = median(opt_secs);
-      res.peak_gflops = train_peak_gflops(th);
+      res.peak_gflops = measure_fma_peak_gflops(th, 0.3);
       res.mfu = res.peak_gflops > 0 ? res.gflops / res.peak_gflops : 0;
       if (o.profile) {
         runner.set_time_nodes(true);

@@ -60,7 +60,4 @@ struct TrainBenchReport {
 
 TrainBenchReport run_train_bench(const TrainBenchOptions& opt);
 
-// The FP32 multiply-add peak of `threads` threads running at once, GFLOP/s (measured).
-double train_peak_gflops(int threads);
-
 }  // namespace strand
