@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -274,6 +276,59 @@ inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeo
   fs::remove(err_path, ec);
   fs::remove(in_path, ec);
   return r;
+}
+
+// Runs f in a forked child and returns the string it returns, or a description of how the
+// child failed ("(child killed by signal 14: Alarm clock)" after `timeout_s` seconds, "(child
+// threw: ...)"), so that a test of something that could hang or exhaust memory fails instead.
+// With as_normal_user, a child of root first drops to nobody (uid and gid 65534), so that
+// permission bits apply to it as they do to a user (root passes every permission check).
+inline std::string run_in_child(const std::function<std::string()>& f, unsigned timeout_s = 30,
+                                bool as_normal_user = false) {
+  int fds[2];
+  if (::pipe(fds) != 0) return fmt::format("(pipe failed: {})", std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::alarm(timeout_s);
+    std::string out;
+    if (as_normal_user && ::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      out = fmt::format("(cannot become nobody: {})", std::strerror(errno));
+    } else {
+      try {
+        out = f();
+      } catch (const std::exception& e) {
+        out = fmt::format("(child threw: {})", e.what());
+      }
+    }
+    for (size_t at = 0; at < out.size();) {
+      const ssize_t n = ::write(fds[1], out.data() + at, out.size() - at);
+      if (n <= 0) break;
+      at += size_t(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    return fmt::format("(fork failed: {})", std::strerror(errno));
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, size_t(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status))
+    return fmt::format("(child killed by signal {}: {})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  return out;
 }
 
 // True when stderr carries a report from AddressSanitizer, UBSan or LeakSanitizer.

@@ -16,6 +16,7 @@
 
 namespace {
 
+namespace fs = std::filesystem;
 using strand::cli_test::ScratchDir;
 
 std::string error_of(const std::function<void()>& f) {
@@ -75,12 +76,28 @@ TEST(FileIo, SizeCapIsCheckedBeforeReading) {
 }
 
 TEST(FileIo, UnreadableFileSaysPermissionDenied) {
-  if (::geteuid() == 0) GTEST_SKIP() << "running as root: permissions do not apply (run as a normal user to test)";
   ScratchDir d("fileio");
   { std::ofstream(d / "c.json") << "{}"; }
   ::chmod((d / "c.json").c_str(), 0);
-  const std::string e = error_of([&] { strand::read_regular_file((d / "c.json").string(), "config.json", 100); });
-  EXPECT_NE(e.find("permission denied"), std::string::npos) << e;
+  // As root, in a child that has become nobody (root passes every permission check).
+  const std::string e = strand::cli_test::run_in_child(
+      [&] { return error_of([&] { strand::read_regular_file((d / "c.json").string(), "config.json", 100); }); }, 30,
+      /*as_normal_user=*/true);
+  EXPECT_NE(e.find("config.json " + (d / "c.json").string() + ": permission denied"), std::string::npos) << e;
+}
+
+TEST(FileIo, PathExistsTellsAbsentFromUnsearchable) {
+  ScratchDir d("fileio");
+  fs::create_directories(d / "closed");
+  { std::ofstream(d / "closed" / "config.json") << "{}"; }
+  EXPECT_FALSE(strand::path_exists((d / "nope").string(), "x"));
+  EXPECT_FALSE(strand::path_exists((d / "closed" / "config.json" / "below").string(), "x"));  // ENOTDIR
+  EXPECT_TRUE(strand::path_exists((d / "closed" / "config.json").string(), "x"));
+  ::chmod((d / "closed").c_str(), 0);
+  const std::string p = (d / "closed" / "config.json").string();
+  const std::string e = strand::cli_test::run_in_child(
+      [&] { return error_of([&] { strand::path_exists(p, "config.json"); }); }, 30, /*as_normal_user=*/true);
+  EXPECT_EQ(e, "config.json " + p + ": permission denied");
 }
 
 TEST(FileIo, HumanBytes) {

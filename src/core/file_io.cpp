@@ -104,6 +104,14 @@ std::string read_regular_file(const std::string& path, const std::string& what, 
   return f.read_all(max_bytes);
 }
 
+bool path_exists(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) return true;
+  const int err = errno;
+  if (err == ENOENT || err == ENOTDIR) return false;
+  fail("{} {}: {}", what, path, open_problem(err));
+}
+
 std::string read_stdin(const std::string& what, uint64_t max_bytes) {
   std::string s;
   char buf[65536];

@@ -47,6 +47,13 @@ class RegularFile {
 // RegularFile(path, what).read_all(max_bytes).
 std::string read_regular_file(const std::string& path, const std::string& what, uint64_t max_bytes);
 
+// Whether `path` names something (a file of any kind, symlinks followed): false when it does
+// not exist (ENOENT, or a part of the path is not a directory); every other failure, above all
+// a directory that cannot be searched, is an error naming `what` and the path
+// ("config.json /m/config.json: permission denied"), so that a file that cannot be looked at
+// is never reported as absent.
+bool path_exists(const std::string& path, const std::string& what);
+
 // Reads standard input up to max_bytes (for "-f -"); more is an error naming `what`.
 std::string read_stdin(const std::string& what, uint64_t max_bytes);
 
