@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace strand {
 
@@ -39,16 +40,6 @@ struct Mapping {
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() {
     if (addr) ::munmap(addr, len);
-  }
-};
-
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -90,18 +81,18 @@ std::optional<uint64_t> as_u64(const json& v) {
   return std::nullopt;
 }
 
-// Parses the header, rejecting duplicate keys in any object (nlohmann would silently
-// keep the last one) and absurd nesting.
-json parse_header(const std::string& path, const char* begin, const char* end) {
+// Parses JSON text, rejecting duplicate keys in any object (nlohmann would silently keep the
+// last one) and absurd nesting. `what` names the text in messages ("header", "index"), and
+// `top_key` what a key of the outermost object is ("tensor name", "key").
+json parse_strict(const std::string& path, const char* begin, const char* end, const char* what,
+                  const char* top_key) {
   std::vector<std::set<std::string>> seen;  // one key set per open object
   auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
     switch (ev) {
       case json::parse_event_t::object_start:
-        if (depth >= kMaxJsonDepth) fail("{}: header JSON nests deeper than {} levels", path, kMaxJsonDepth);
-        seen.emplace_back();
-        break;
       case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) fail("{}: header JSON nests deeper than {} levels", path, kMaxJsonDepth);
+        if (depth >= kMaxJsonDepth) fail("{}: {} JSON nests deeper than {} levels", path, what, kMaxJsonDepth);
+        if (ev == json::parse_event_t::object_start) seen.emplace_back();
         break;
       case json::parse_event_t::object_end:
         if (!seen.empty()) seen.pop_back();
@@ -109,8 +100,8 @@ json parse_header(const std::string& path, const char* begin, const char* end) {
       case json::parse_event_t::key: {
         const std::string& k = parsed.get_ref<const std::string&>();
         if (!seen.empty() && !seen.back().insert(k).second) {
-          if (seen.size() == 1) fail("{}: duplicate tensor name {} in header", path, quote(k));
-          fail("{}: duplicate key {} in header", path, quote(k));
+          if (seen.size() == 1) fail("{}: duplicate {} {} in {}", path, top_key, quote(k), what);
+          fail("{}: duplicate key {} in {}", path, quote(k), what);
         }
         break;
       }
@@ -122,12 +113,12 @@ json parse_header(const std::string& path, const char* begin, const char* end) {
   try {
     return json::parse(begin, end, cb);
   } catch (const json::exception& e) {
-    std::string what = e.what();
+    std::string msg = e.what();
     // Drop nlohmann's "[json.exception.parse_error.101] " tag.
-    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)
-      what = what.substr(p + 2);
-    if (what.size() > 300) what = what.substr(0, 297) + "...";  // the offending token can be huge
-    fail("{}: header is not valid JSON: {}", path, what);
+    if (auto p = msg.find("] "); msg.rfind("[json.exception", 0) == 0 && p != std::string::npos)
+      msg = msg.substr(p + 2);
+    if (msg.size() > 300) msg = msg.substr(0, 297) + "...";  // the offending token can be huge
+    fail("{}: {} is not valid JSON: {}", path, what, msg);
   }
 }
 
@@ -205,16 +196,14 @@ const char* safetensors_dtype_name(DType t) {
   return "?";
 }
 
-std::shared_ptr<SafeTensors> SafeTensors::open(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd.fd, &st) != 0) fail("{}: cannot stat: {}", path, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail("{}: not a regular file", path);
-  const uint64_t size = uint64_t(st.st_size);
+std::shared_ptr<SafeTensors> SafeTensors::open(const std::string& path, const std::string& what) {
+  // A regular file, opened without blocking (a FIFO would wait for a writer forever).
+  const RegularFile file(path, what);
+  const uint64_t size = file.size();
   if (size < 8) fail("{}: file is {} bytes, too short for a safetensors header (at least 8)", path, size);
+  if (size > uint64_t(std::numeric_limits<size_t>::max())) fail("{}: {} bytes do not fit in memory", path, size);
 
-  void* addr = ::mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, fd.fd, 0);
+  void* addr = ::mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, file.fd(), 0);
   if (addr == MAP_FAILED) fail("{}: cannot mmap {} bytes: {}", path, size, std::strerror(errno));
   auto mapping = std::make_shared<Mapping>(addr, size_t(size));
   const auto* base = static_cast<const unsigned char*>(addr);
@@ -227,7 +216,7 @@ std::shared_ptr<SafeTensors> SafeTensors::open(const std::string& path) {
     fail("{}: header length {} is absurd (more than {} MiB)", path, header_len, kMaxHeaderBytes >> 20);
 
   const char* hbegin = reinterpret_cast<const char*>(base + 8);
-  const json header = parse_header(path, hbegin, hbegin + header_len);
+  const json header = parse_strict(path, hbegin, hbegin + header_len, "header", "tensor name");
   if (!header.is_object()) fail("{}: header is {}, not a JSON object", path, describe(header));
 
   const uint64_t data_start = 8 + header_len;
@@ -236,7 +225,7 @@ std::shared_ptr<SafeTensors> SafeTensors::open(const std::string& path) {
   auto st_file = std::shared_ptr<SafeTensors>(new SafeTensors());
   st_file->path_ = path;
   st_file->file_size_ = size_t(size);
-  st_file->mapping_ = mapping;
+  st_file->regions_.push_back({mapping, base, size_t(size)});
 
   std::vector<Entry> entries;
   entries.reserve(header.size());
@@ -289,6 +278,100 @@ std::shared_ptr<SafeTensors> SafeTensors::open(const std::string& path) {
 const Tensor* SafeTensors::find(const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const std::string& SafeTensors::path_of(const std::string& name) const {
+  const auto it = shard_of_.find(name);
+  return it == shard_of_.end() ? path_ : shard_paths_[it->second];
+}
+
+void SafeTensors::release(const Tensor& t) const {
+  if (!t.defined()) return;
+  const auto* p = static_cast<const unsigned char*>(t.data);
+  const size_t n = t.nbytes();
+  for (const Region& r : regions_) {
+    if (p < r.base || n > r.len || size_t(p - r.base) > r.len - n) continue;
+    // Whole pages only; a page shared with a neighbouring tensor is given back too (it faults
+    // back in from the file if that tensor is read later).
+    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+    const size_t begin = size_t(p - r.base) / page * page;
+    const size_t end = std::min(r.len, (size_t(p - r.base) + n + page - 1) / page * page);
+    if (end > begin) ::madvise(const_cast<unsigned char*>(r.base) + begin, end - begin, MADV_DONTNEED);
+    return;
+  }
+}
+
+namespace {
+
+// A shard's file name as the index gives it: a plain name in the index's directory.
+void check_shard_name(const std::string& index_path, const std::string& tensor, const std::string& shard) {
+  if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
+      shard.find('\\') != std::string::npos || shard.find('\0') != std::string::npos)
+    fail("{}: tensor {} is mapped to shard {}, which is not a file name in the index's directory", index_path,
+         quote(tensor), quote(shard));
+}
+
+}  // namespace
+
+std::shared_ptr<SafeTensors> SafeTensors::open_sharded(const std::string& index_path) {
+  const std::string text = read_regular_file(index_path, "model.safetensors.index.json", kMaxJsonConfigBytes);
+  const json index = parse_strict(index_path, text.data(), text.data() + text.size(), "index", "key");
+  if (!index.is_object()) fail("{}: the index is {}, not a JSON object", index_path, describe(index));
+  if (const auto m = index.find("metadata"); m != index.end() && !m->is_object() && !m->is_null())
+    fail("{}: metadata is {}, not an object", index_path, describe(*m));
+  const auto wm = index.find("weight_map");
+  if (wm == index.end()) fail("{}: no weight_map", index_path);
+  if (!wm->is_object()) fail("{}: weight_map is {}, not an object of tensor -> shard file", index_path, describe(*wm));
+  if (wm->empty()) fail("{}: weight_map lists no tensors", index_path);
+
+  // Shard file -> the tensors the index puts in it (files in sorted order, opened once each).
+  std::map<std::string, std::set<std::string>> wanted;
+  for (const auto& [tensor, shard] : wm->items()) {
+    if (!shard.is_string())
+      fail("{}: weight_map maps tensor {} to {}, not a file name", index_path, quote(tensor), describe(shard));
+    const std::string& name = shard.get_ref<const std::string&>();
+    check_shard_name(index_path, tensor, name);
+    wanted[name].insert(tensor);
+  }
+
+  const std::string dir = [&] {
+    const size_t slash = index_path.rfind('/');
+    return slash == std::string::npos ? std::string(".") : index_path.substr(0, slash == 0 ? 1 : slash);
+  }();
+  auto all = std::shared_ptr<SafeTensors>(new SafeTensors());
+  all->path_ = index_path;
+  for (const auto& [name, tensors] : wanted) {
+    const std::string path = dir == "/" ? "/" + name : dir + "/" + name;
+    if (!path_exists(path, "shard"))
+      fail("{}: shard {} (named for tensor {}) is missing: {}: no such file", index_path, quote(name),
+           quote(*tensors.begin()), path);
+    const std::shared_ptr<SafeTensors> shard = open(path, "shard");
+    const size_t id = all->shard_paths_.size();
+    all->shard_paths_.push_back(path);
+    for (const auto& [tensor, t] : shard->tensors_) {
+      if (!tensors.count(tensor)) {
+        const auto other = all->shard_of_.find(tensor);
+        if (other != all->shard_of_.end())
+          fail("{}: tensor {} is in two shards: {} and {}", index_path, quote(tensor),
+               all->shard_paths_[other->second], path);
+        if (wm->contains(tensor))
+          fail("{}: shard {} holds tensor {}, which the index puts in {}", index_path, path, quote(tensor),
+               quote((*wm)[tensor].get<std::string>()));
+        fail("{}: shard {} holds tensor {}, which the index does not list", index_path, path, quote(tensor));
+      }
+      if (const auto other = all->shard_of_.find(tensor); other != all->shard_of_.end())
+        fail("{}: tensor {} is in two shards: {} and {}", index_path, quote(tensor), all->shard_paths_[other->second],
+             path);
+      all->tensors_.emplace(tensor, t);
+      all->shard_of_.emplace(tensor, id);
+    }
+    for (const std::string& tensor : tensors)
+      if (!shard->tensors_.count(tensor))
+        fail("{}: the index puts tensor {} in {}, which does not hold it", index_path, quote(tensor), path);
+    all->regions_.insert(all->regions_.end(), shard->regions_.begin(), shard->regions_.end());
+    all->file_size_ += shard->file_size_;
+  }
+  return all;
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
