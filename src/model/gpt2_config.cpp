@@ -1,14 +1,10 @@
 #include "model/gpt2_config.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace strand {
 
@@ -145,16 +141,10 @@ void Gpt2Config::validate(const std::string& where) const {
 }
 
 Gpt2Config Gpt2Config::load(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) fail("{}: not found", path);
-  if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, expected config.json", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_regular_file(path, "config.json", kMaxJsonConfigBytes);
   json j;
   try {
-    j = json::parse(ss.str());
+    j = json::parse(text);
   } catch (const json::exception& e) {
     std::string what = e.what();
     if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/rng.h"
 
 namespace strand {
@@ -112,15 +113,16 @@ Gpt2Weights load_gpt2_weights(const std::shared_ptr<SafeTensors>& file, const Gp
   if (!wte) fail("{}: missing tensor wte.weight", path);
   w.dtype = wte->second.dtype;
   if (!weight_dtype(w.dtype))
-    fail("{}: tensor {} has dtype {}; GPT-2 weights must be F32, F16 or BF16", path, wte->first,
+    fail("{}: tensor {} has dtype {}; GPT-2 weights must be F32, F16 or BF16", file->path_of(wte->first), wte->first,
          safetensors_dtype_name(w.dtype));
 
   auto check = [&](const std::pair<const std::string, Tensor>& e, const Shape& shape) {
     const Tensor& t = e.second;
+    const std::string& where = file->path_of(e.first);
     if (t.shape != shape)
-      fail("{}: tensor {} has shape {}, expected {}", path, e.first, shape_str(t.shape), shape_str(shape));
+      fail("{}: tensor {} has shape {}, expected {}", where, e.first, shape_str(t.shape), shape_str(shape));
     if (t.dtype != w.dtype)
-      fail("{}: tensor {} has dtype {} but {} has {} (all weights must share one dtype)", path, e.first,
+      fail("{}: tensor {} has dtype {} but {} has {} (all weights must share one dtype)", where, e.first,
            safetensors_dtype_name(t.dtype), wte->first, safetensors_dtype_name(w.dtype));
   };
 
@@ -155,22 +157,27 @@ Gpt2Weights load_gpt2_weights(const std::shared_ptr<SafeTensors>& file, const Gp
 }
 
 Gpt2Model Gpt2Model::load(const std::string& dir) {
+  if (!path_exists(dir, "model directory")) fail("{}: no such model directory", dir);
   std::error_code ec;
-  if (!fs::exists(dir, ec)) fail("{}: no such model directory", dir);
   if (!fs::is_directory(dir, ec)) fail("{}: not a directory", dir);
   const std::string cfg_path = (fs::path(dir) / "config.json").string();
   const std::string st_path = (fs::path(dir) / "model.safetensors").string();
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   Gpt2Model m;
   m.dir = dir;
   m.config = Gpt2Config::load(cfg_path);
-  if (!fs::exists(st_path, ec)) {
-    if (fs::exists(fs::path(dir) / "model.safetensors.index.json", ec))
-      fail("{}: not found (the checkpoint is sharded; strand reads a single model.safetensors)", st_path);
-    if (fs::exists(fs::path(dir) / "pytorch_model.bin", ec))
+  // One file, or (as Hugging Face does when both are there, the single file first) shards.
+  std::shared_ptr<SafeTensors> file;
+  if (path_exists(st_path, "model.safetensors")) {
+    file = SafeTensors::open(st_path, "model.safetensors");
+  } else if (path_exists(index_path, "model.safetensors.index.json")) {
+    file = SafeTensors::open_sharded(index_path);
+  } else {
+    if (path_exists((fs::path(dir) / "pytorch_model.bin").string(), "pytorch_model.bin"))
       fail("{}: not found (only pytorch_model.bin is present; convert it to safetensors)", st_path);
-    fail("{}: not found", st_path);
+    fail("{}: not found (nor model.safetensors.index.json for a sharded checkpoint)", st_path);
   }
-  m.weights = load_gpt2_weights(SafeTensors::open(st_path), m.config);
+  m.weights = load_gpt2_weights(file, m.config);
   return m;
 }
 
