@@ -510,6 +510,48 @@ TEST_F(TokenizerBadFiles, BadTokenizerJson) {
   EXPECT_MENTIONS(error(with("[]", R"([{"content": "zz"}])")), "tokenizer.json");
 }
 
+// A number that does not fit a double is nlohmann's out_of_range.406, not a parse error: it is
+// still one strand::Error naming the file.
+TEST_F(TokenizerBadFiles, NumberBeyondADoubleNamesTheFile) {
+  write_file(dir.path() / "vocab.json", vocab_with("zz", 1) .replace(1, 0, "\"big\": 1e400, "));
+  std::string msg;
+  EXPECT_NO_THROW(msg = load_error());
+  EXPECT_MENTIONS(msg, dir.file("vocab.json") + ": not valid JSON");
+  const std::string tj = dir.file("tokenizer.json");
+  write_file(tj, R"({"model": {"vocab": )" + small_vocab_json({}) + R"(, "merges": [], "dropout": 1e400}})");
+  EXPECT_NO_THROW(msg = error_of([&] { Gpt2Tokenizer::from_tokenizer_json(tj); }));
+  EXPECT_MENTIONS(msg, tj + ": not valid JSON");
+}
+
+// A merge result must stand for the bytes of its parts, or decode(encode(s)) != s. Here byte
+// 0x01's token is spelled "\u0001" (a character outside GPT-2's byte alphabet, so its key is
+// its own text), and "Ġ\u0001" then spells the three bytes C4 A0 01, not " \x01".
+TEST_F(TokenizerBadFiles, MergeResultMustSpellItsParts) {
+  auto v = nlohmann::json::parse(small_vocab_json({}));
+  const std::string a_macron = "\xC4\x81";  // "ā", byte 0x01 in GPT-2's alphabet
+  const int64_t id01 = v[a_macron].get<int64_t>();
+  v.erase(a_macron);
+  v[std::string("\x01")] = id01;
+  v[std::string("\xC4\xA0\x01")] = 256;  // "Ġ" + U+0001
+  write_file(dir.path() / "vocab.json", v.dump());
+  write_file(dir.path() / "merges.txt", std::string("#version: 0.2\n\xC4\xA0 \x01\n"));
+  const std::string msg = load_error();
+  EXPECT_MENTIONS(msg, dir.file("merges.txt") + ": line 2: merge result");
+  EXPECT_MENTIONS(msg, "not the bytes \" \\x01\"");
+  // With byte 0x01 spelled "ā" as GPT-2 spells it, "Ġ" + "ā" stands for " \x01": consistent,
+  // so it loads, merges, and round-trips.
+  v.erase(std::string("\x01"));
+  v.erase(std::string("\xC4\xA0\x01"));
+  v[a_macron] = id01;
+  v[std::string("\xC4\xA0") + a_macron] = 256;
+  write_file(dir.path() / "vocab.json", v.dump());
+  write_file(dir.path() / "merges.txt", "#version: 0.2\n\xC4\xA0 " + a_macron + "\n");
+  EXPECT_EQ(load_error(), "");
+  const auto tok = Gpt2Tokenizer::from_files(dir.file("vocab.json"), dir.file("merges.txt"));
+  EXPECT_EQ(tok.encode(" \x01"), (Ids{256}));
+  EXPECT_EQ(tok.decode(Ids{256}), " \x01");
+}
+
 TEST_F(TokenizerBadFiles, LoadDirSaysWhatIsMissing) {
   const std::string d = dir.path().string();
   EXPECT_EQ(error_of([&] { Gpt2Tokenizer::load_dir(d); }), "");

@@ -8,11 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "tokenizer/unicode_tables.h"
 
 namespace strand {
@@ -237,15 +237,9 @@ size_t piece_end(std::string_view s, size_t i) {
 // Files.
 // ---------------------------------------------------------------------------------
 
-std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) fail("{}: is a directory, not a file", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open ({})", path, std::strerror(errno));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return std::move(buf).str();
+// A tokenizer file: a regular file within the size cap (file_io.h); `what` is its role.
+std::string read_text(const std::string& path, const std::string& what) {
+  return read_regular_file(path, what, kMaxTokenizerBytes);
 }
 
 void write_text(const std::string& path, const std::string& text) {
@@ -282,6 +276,13 @@ nlohmann::json parse_json(const std::string& text, const std::string& path) {
     const size_t at = std::min(text.size(), e.byte > 0 ? size_t(e.byte - 1) : size_t(0));
     const auto line = 1 + std::count(text.begin(), text.begin() + std::ptrdiff_t(at), '\n');
     fail("{}: not valid JSON (line {})", path, line);
+  } catch (const nlohmann::json::exception& e) {
+    // A number that does not fit a double (1e400) is out_of_range.406, not a parse error.
+    std::string what = e.what();
+    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)
+      what = what.substr(p + 2);
+    if (what.size() > 200) what = what.substr(0, 197) + "...";
+    fail("{}: not valid JSON: {}", path, what);
   }
 }
 
@@ -445,6 +446,12 @@ Gpt2Tokenizer Gpt2Tokenizer::build(const std::vector<VocabEntry>& vocab, const s
     const int32_t left = id_of(m.left, m, "symbol");
     const int32_t right = id_of(m.right, m, "symbol");
     const int32_t result = id_of(m.left + m.right, m, "merge result");
+    // Encoding starts from one token per byte and only merges, so decode(encode(s)) == s holds
+    // exactly when every merge result stands for the bytes of its two parts.
+    if (t.tokens_[size_t(result)] != t.tokens_[size_t(left)] + t.tokens_[size_t(right)])
+      fail("{}: {}: merge result {} stands for bytes {}, not the bytes {} of {} and {}", merges_file, m.where,
+           shown(m.left + m.right), shown(t.tokens_[size_t(result)]),
+           shown(t.tokens_[size_t(left)] + t.tokens_[size_t(right)]), shown(m.left), shown(m.right));
     const uint64_t key = (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
     // A repeated rule keeps its first (best) rank.
     if (t.merges_.emplace(key, Merge{int32_t(t.merge_list_.size()), result}).second) {
@@ -455,13 +462,13 @@ Gpt2Tokenizer Gpt2Tokenizer::build(const std::vector<VocabEntry>& vocab, const s
 }
 
 Gpt2Tokenizer Gpt2Tokenizer::from_files(const std::string& vocab_json, const std::string& merges_txt) {
-  const auto vocab = vocab_entries(parse_json(read_text(vocab_json), vocab_json), vocab_json, "the file");
-  const auto merges = parse_merges_txt(read_text(merges_txt), merges_txt);
+  const auto vocab = vocab_entries(parse_json(read_text(vocab_json, "vocab.json"), vocab_json), vocab_json, "the file");
+  const auto merges = parse_merges_txt(read_text(merges_txt, "merges.txt"), merges_txt);
   return build(vocab, merges, vocab_json, merges_txt);
 }
 
 Gpt2Tokenizer Gpt2Tokenizer::from_tokenizer_json(const std::string& path) {
-  const nlohmann::json root = parse_json(read_text(path), path);
+  const nlohmann::json root = parse_json(read_text(path, "tokenizer.json"), path);
   if (!root.is_object()) fail("{}: not a JSON object", path);
   const auto model = root.find("model");
   if (model == root.end() || !model->is_object()) fail("{}: has no \"model\" object", path);
@@ -479,13 +486,18 @@ Gpt2Tokenizer Gpt2Tokenizer::from_tokenizer_json(const std::string& path) {
 }
 
 Gpt2Tokenizer Gpt2Tokenizer::load_dir(const std::string& dir) {
+  if (!path_exists(dir, "model directory")) fail("{}: no such directory", dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("{}: not a directory", dir);
   const fs::path d(dir);
-  if (fs::exists(d / "tokenizer.json", ec)) return from_tokenizer_json((d / "tokenizer.json").string());
-  const bool has_vocab = fs::exists(d / "vocab.json", ec);
-  const bool has_merges = fs::exists(d / "merges.txt", ec);
-  if (has_vocab && has_merges) return from_files((d / "vocab.json").string(), (d / "merges.txt").string());
+  // Absent files decide which format is read; any other problem (a directory that cannot be
+  // searched) is an error naming the file (path_exists).
+  const std::string tj = (d / "tokenizer.json").string(), vj = (d / "vocab.json").string(),
+                    mt = (d / "merges.txt").string();
+  if (path_exists(tj, "tokenizer.json")) return from_tokenizer_json(tj);
+  const bool has_vocab = path_exists(vj, "vocab.json");
+  const bool has_merges = path_exists(mt, "merges.txt");
+  if (has_vocab && has_merges) return from_files(vj, mt);
   const char* missing = has_vocab ? "merges.txt" : has_merges ? "vocab.json" : "vocab.json and merges.txt";
   fail("{}: no tokenizer found (no tokenizer.json, and {} missing)", dir, missing);
 }
