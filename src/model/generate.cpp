@@ -76,7 +76,8 @@ GenerateResult generate(Gpt2Runner& runner, const std::vector<int32_t>& prompt, 
   if (!opt.stop.empty() && !opt.token_bytes) fail("generate: stop strings need the tokens' bytes");
   Sampler sampler(opt.sampler);
   StopStrings stops(opt.stop);
-  KvCache cache = runner.new_cache(ctx);
+  // The cache holds what this run can use: the prompt and n tokens, within the context.
+  KvCache cache = runner.new_cache(std::min<int64_t>(ctx, int64_t(prompt.size()) + opt.n));
   GenerateResult res;
   res.stop = "length";
   if (opt.n == 0) return res;
@@ -151,7 +152,7 @@ PerplexityResult perplexity(Gpt2Runner& runner, const std::vector<int32_t>& ids,
   for (int64_t s = 0;; s += stride) {
     const int64_t end = std::min(s + W, N);
     std::vector<int32_t> win(ids.begin() + s, ids.begin() + end);
-    KvCache cache = runner.new_cache(W);
+    KvCache cache = runner.new_cache(end - s);
     const Tensor logits = runner.forward(win, cache, true);
     const int64_t V = logits.dim(1);
     // Position i of the window predicts token s + i + 1.

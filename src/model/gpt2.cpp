@@ -5,7 +5,12 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <new>
+
 #include "core/error.h"
+#include "core/file_io.h"
 #include "runtime/runtime.h"
 
 namespace strand {
@@ -16,6 +21,7 @@ struct LmGraphOptions {
   int64_t seqs = 1;      // sequences stacked by rows (training batches)
   int64_t past = 0;      // tokens already in the KV cache
   bool kv_cache = true;  // append k, v to cache state values (inference) or attend to this pass's only
+  int64_t cache_rows = 0;  // rows of the KV cache state values (0: the context, n_positions)
   bool all_logits = false;
 };
 
@@ -31,6 +37,9 @@ ForwardGraph build_lm_graph(const Gpt2Model& m, int64_t t, const LmGraphOptions&
   if (past < 0 || past + t > cfg.n_positions)
     fail("forward: {} cached + {} new tokens exceed the model's context of {}", past, t, cfg.n_positions);
   if (!o.kv_cache && past > 0) fail("forward: a graph without KV cache cannot start after {} cached tokens", past);
+  const int64_t cache_rows = o.cache_rows > 0 ? o.cache_rows : cfg.n_positions;
+  if (o.kv_cache && past + t > cache_rows)
+    fail("forward: {} cached + {} new tokens exceed the KV cache of {} tokens", past, t, cache_rows);
   Act act;
   if (!parse_hf_activation(cfg.activation_function, &act))
     fail("activation_function '{}' is not supported", cfg.activation_function);
@@ -78,8 +87,8 @@ ForwardGraph build_lm_graph(const Gpt2Model& m, int64_t t, const LmGraphOptions&
     if (o.kv_cache) {
       Attrs kv;
       kv.past = past;
-      fg.k_cache.push_back(g.state(p + "k_cache", {cfg.n_positions, C}, DType::F32));
-      fg.v_cache.push_back(g.state(p + "v_cache", {cfg.n_positions, C}, DType::F32));
+      fg.k_cache.push_back(g.state(p + "k_cache", {cache_rows, C}, DType::F32));
+      fg.v_cache.push_back(g.state(p + "v_cache", {cache_rows, C}, DType::F32));
       keys = g.add(OpKind::KvStore, {fg.k_cache.back(), k}, kv, p + "attn.k_store");
       vals = g.add(OpKind::KvStore, {fg.v_cache.back(), v}, kv, p + "attn.v_store");
     }
@@ -116,10 +125,11 @@ ForwardGraph build_lm_graph(const Gpt2Model& m, int64_t t, const LmGraphOptions&
 
 }  // namespace
 
-ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits) {
+ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits, int64_t cache_rows) {
   LmGraphOptions o;
   o.past = past;
   o.all_logits = all_logits;
+  o.cache_rows = cache_rows;
   return build_lm_graph(m, t, o);
 }
 
@@ -175,9 +185,21 @@ Gpt2Runner::Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backe
 KvCache Gpt2Runner::new_cache(int64_t capacity) const {
   const Gpt2Config& cfg = model_.config;
   if (capacity <= 0 || capacity > cfg.n_positions) capacity = cfg.n_positions;
+  // Keys and values of every layer: 2 * n_layer tensors of [capacity, C].
+  const DType front_dt = chain_.front()->activation_dtype();
+  const uint64_t bytes =
+      2 * uint64_t(cfg.n_layer) * uint64_t(capacity) * uint64_t(cfg.n_embd) * dtype_size(front_dt);
+  const auto too_big = [&](const std::string& why) {
+    fail("the KV cache for {} tokens (2 x {} layers x [{}, {}] {}) needs {}, {}", capacity, cfg.n_layer, capacity,
+         cfg.n_embd, dtype_name(front_dt), human_bytes(bytes), why);
+  };
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0 && bytes > uint64_t(pages) * uint64_t(page))
+    too_big(fmt::format("more than this machine's {} of memory (ask for fewer tokens)",
+                        human_bytes(uint64_t(pages) * uint64_t(page))));
   // Each layer's cache lives where the tier that writes it (kv_store) runs: the plan of a
   // one-token step says where, and in which dtype that tier keeps activations.
-  const ForwardGraph fg = build_forward(model_, 1, 0, false);
+  const ForwardGraph fg = build_forward(model_, 1, 0, false, capacity);
   Plan plan;
   try {
     plan = make_plan(fg.graph, chain_, false);
@@ -185,8 +207,8 @@ KvCache Gpt2Runner::new_cache(int64_t capacity) const {
     plan = {};  // no tier takes some node (forward() says which): the cache stays on the host
   }
   auto make = [&](ValueId state) {
-    const Shape shape = {cfg.n_positions, cfg.n_embd};
-    DType dt = chain_.front()->activation_dtype();
+    const Shape shape = {capacity, cfg.n_embd};
+    DType dt = front_dt;
     if (plan.home.empty()) return Tensor::empty(shape, dt);
     for (NodeId n = 0; n < NodeId(fg.graph.nodes().size()); ++n)
       if (fg.graph.node(n).op == OpKind::KvStore && fg.graph.node(n).inputs[0] == state) {
@@ -198,9 +220,15 @@ KvCache Gpt2Runner::new_cache(int64_t capacity) const {
   };
   KvCache c;
   c.capacity = capacity;
-  for (int l = 0; l < cfg.n_layer; ++l) {
-    c.k.push_back(make(fg.k_cache[size_t(l)]));
-    c.v.push_back(make(fg.v_cache[size_t(l)]));
+  try {
+    for (int l = 0; l < cfg.n_layer; ++l) {
+      c.k.push_back(make(fg.k_cache[size_t(l)]));
+      c.v.push_back(make(fg.v_cache[size_t(l)]));
+    }
+  } catch (const std::bad_alloc&) {
+    too_big("and memory ran out allocating it (ask for fewer tokens)");
+  } catch (const Error& e) {
+    too_big(fmt::format("and allocating it failed: {}", e.what()));
   }
   return c;
 }
@@ -213,7 +241,9 @@ Tensor Gpt2Runner::forward(std::span<const int32_t> ids, KvCache& cache, bool al
   for (int32_t id : ids)
     if (id < 0 || id >= V) fail("token id {} is out of range for a vocabulary of {}", id, V);
 
-  ForwardGraph fg = build_forward(model_, t, cache.len, all_logits);
+  if (int64_t(cache.k.size()) != model_.config.n_layer || int64_t(cache.v.size()) != model_.config.n_layer)
+    fail("the KV cache holds {} layers, the model has {}", cache.k.size(), model_.config.n_layer);
+  ForwardGraph fg = build_forward(model_, t, cache.len, all_logits, cache.capacity);
 
   std::vector<Tensor> values(fg.graph.values().size());
   Tensor tid = Tensor::empty({t}, DType::I32), tpos = Tensor::empty({t}, DType::I32);

@@ -22,7 +22,7 @@
 
 namespace strand {
 
-// Keys and values of every layer: [n_positions, C] each, in the activation dtype of the tier
+// Keys and values of every layer: [capacity, C] each, in the activation dtype of the tier
 // that writes them, in that tier's memory (a GPU tier's cache stays on the GPU).
 struct KvCache {
   std::vector<Tensor> k, v;
@@ -38,8 +38,9 @@ struct ForwardGraph {
 };
 
 // The forward graph for `t` new tokens after `past` cached ones; logits for every new token
-// when all_logits, else only for the last.
-ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits);
+// when all_logits, else only for the last. The KV cache state values have `cache_rows` rows
+// (0: the model's context length n_positions; past + t must fit).
+ForwardGraph build_forward(const Gpt2Model& m, int64_t t, int64_t past, bool all_logits, int64_t cache_rows = 0);
 
 // The forward graph of a training step: `seqs` sequences of `t` tokens each, stacked by rows
 // (ids and positions [seqs * t]), no KV cache (attention reads the step's own keys and values),
@@ -70,7 +71,10 @@ class Gpt2Runner {
  public:
   Gpt2Runner(const Gpt2Model& model, std::vector<std::shared_ptr<Backend>> chain, RunnerOptions opt = {});
 
-  KvCache new_cache(int64_t capacity = 0) const;  // 0: the model's context length
+  // A cache for `capacity` tokens (0, or more than the context: the model's context length).
+  // Only what is asked for is allocated, so a model with a long context costs memory only for
+  // the tokens a run uses; a cache larger than this machine's memory is refused naming its size.
+  KvCache new_cache(int64_t capacity = 0) const;
   // Feeds `ids` after the cache's contents and appends them to it. Returns the logits in the
   // first tier's activation dtype (f32; f64 on the reference): [ids.size(), V] when
   // all_logits, else [1, V] for the last token.
