@@ -13,6 +13,8 @@
 #include "backends/cpu/threadpool.h"
 #include "backends/registry.h"
 #include "core/error.h"
+#include "core/file_io.h"
+#include "core/memory_stats.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "devices/machine.h"
@@ -162,7 +164,14 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   // ---- the model ----
   Gpt2Model source;
   if (!opt.model_dir.empty()) {
+    // Timed as generate loads (the converted copy is dropped: every combination converts anew).
+    const double l0 = now();
     source = Gpt2Model::load(opt.model_dir);
+    const uint64_t as_run =
+        gpt2_weight_bytes(cast_gpt2_weights(source.weights, source.weights.dtype, MatrixLayout::ColMajor));
+    rep.load_seconds = now() - l0;
+    rep.load_peak_rss_bytes = peak_rss_bytes();
+    rep.weights_as_run_bytes = as_run;
   } else {
     progress("making a random GPT-2 in memory");
     source.dir = "(random, in memory)";
@@ -560,6 +569,12 @@ std::string ModelBenchReport::markdown() const {
                    reps);
   s += pp_formula() + "\n" + tg_formula() + "\n";
   if (!probe_note.empty()) s += "bounds: " + probe_note + "\n";
+  if (load_seconds > 0)
+    s += fmt::format("load: {:.2f} s (map, check, convert to the layout strand runs); peak resident set {} = {:.2f}x "
+                     "the {} of weights as run\n",
+                     load_seconds, human_bytes(load_peak_rss_bytes),
+                     weights_as_run_bytes ? double(load_peak_rss_bytes) / double(weights_as_run_bytes) : 0.0,
+                     human_bytes(weights_as_run_bytes));
   std::map<std::string, double> bytes;
   for (const auto& r : results)
     if (r.bytes_per_token > 0) bytes[r.weights] = r.bytes_per_token;
@@ -622,6 +637,9 @@ json ModelBenchReport::to_json() const {
                    {"threads", threads},     {"weights", weights}};
   j["formulas"] = {{"pp", pp_formula()}, {"tg", tg_formula()}};
   j["bounds"] = probe_note;
+  if (load_seconds > 0)
+    j["load"] = {{"seconds", load_seconds}, {"peak_rss_bytes", load_peak_rss_bytes},
+                 {"weights_as_run_bytes", weights_as_run_bytes}};
   json rs = json::array();
   for (const auto& r : results) {
     json x = {{"backend", r.chain},

@@ -105,6 +105,11 @@ struct ModelBenchReport {
   bool random_weights = false;
   int64_t parameters = 0;
   std::string probe_note;            // where peak and bandwidth came from
+  // A model directory's load as `strand generate` does it (map, check, convert to the layout it
+  // runs in): seconds, the process's peak resident set just after, and the weights as run.
+  double load_seconds = 0;
+  uint64_t load_peak_rss_bytes = 0;
+  uint64_t weights_as_run_bytes = 0;
   int prompt_tokens = 0, gen_tokens = 0, tg_prompt_tokens = 0, reps = 0;
   std::vector<std::string> chains;   // what was asked for (or picked by default)
   bool chains_named = false;

@@ -1,6 +1,9 @@
 #include "model/weight_cast.h"
 
+#include <set>
+
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace strand {
 
@@ -35,26 +38,40 @@ Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layou
   Gpt2Weights o;
   o.tied = w.tied;
   o.dtype = to;
-  auto f32 = [](const Tensor& t) { return t.to(DType::F32); };
   const bool q8 = to == DType::Q8;
+
+  // Tensor by tensor: once a tensor of a mapped file is converted, its pages are given back
+  // (SafeTensors::release), so the conversion holds the converted weights plus one source
+  // tensor, not the whole file as well.
+  uint64_t total = 0;
+  for_each_gpt2_tensor(w, [&](const Tensor& t) { total += t.nbytes(); });
+  Progress progress(w.file ? "loading " + w.file->path() : std::string("converting weights"), double(total), "MB",
+                    1e6);
+  auto done = [&](const Tensor& src, Tensor converted) {
+    progress.add(double(src.nbytes()));
+    if (w.file) w.file->release(src);
+    return converted;
+  };
+  auto f32 = [&](const Tensor& t) { return done(t, t.to(DType::F32)); };
   // wte is also the lm_head of a tied model, the largest matrix a decode step reads: on huge
-  // pages like the other weights (Tensor::empty).
-  o.wte = q8 ? w.wte : w.wte.to(to, /*huge_pages=*/true);
-  o.wpe = q8 ? w.wpe : w.wpe.to(to, /*huge_pages=*/true);
-  if (q8) o.file = w.file;  // wte/wpe may still be views of the mapped file
+  // pages like the other weights (Tensor::empty). For q8, wte and wpe keep their loaded dtype
+  // (views of the mapped file, which is then kept).
+  o.wte = q8 ? w.wte : done(w.wte, w.wte.to(to, /*huge_pages=*/true));
+  o.wpe = q8 ? w.wpe : done(w.wpe, w.wpe.to(to, /*huge_pages=*/true));
+  if (q8) o.file = w.file;
   for (const Gpt2Layer& L : w.layers) {
     Gpt2Layer n;
     n.ln_1_w = f32(L.ln_1_w);
     n.ln_1_b = f32(L.ln_1_b);
-    n.attn_w = convert_matrix(L.attn_w, to, layout);
+    n.attn_w = done(L.attn_w, convert_matrix(L.attn_w, to, layout));
     n.attn_b = f32(L.attn_b);
-    n.attn_proj_w = convert_matrix(L.attn_proj_w, to, layout);
+    n.attn_proj_w = done(L.attn_proj_w, convert_matrix(L.attn_proj_w, to, layout));
     n.attn_proj_b = f32(L.attn_proj_b);
     n.ln_2_w = f32(L.ln_2_w);
     n.ln_2_b = f32(L.ln_2_b);
-    n.fc_w = convert_matrix(L.fc_w, to, layout);
+    n.fc_w = done(L.fc_w, convert_matrix(L.fc_w, to, layout));
     n.fc_b = f32(L.fc_b);
-    n.fc_proj_w = convert_matrix(L.fc_proj_w, to, layout);
+    n.fc_proj_w = done(L.fc_proj_w, convert_matrix(L.fc_proj_w, to, layout));
     n.fc_proj_b = f32(L.fc_proj_b);
     o.layers.push_back(std::move(n));
   }
@@ -62,9 +79,33 @@ Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layou
   o.ln_f_b = f32(w.ln_f_b);
   if (w.tied && !q8)
     o.lm_head = o.wte;  // same values, same dtype: share the memory
+  else if (w.tied)
+    o.lm_head = convert(w.lm_head, to, 1);  // wte's pages: o.wte still reads them
   else
-    o.lm_head = convert(w.lm_head, to, 1);
+    o.lm_head = done(w.lm_head, convert(w.lm_head, to, 1));
   return o;
+}
+
+void for_each_gpt2_tensor(const Gpt2Weights& w, const std::function<void(const Tensor&)>& f) {
+  std::set<const void*> seen;
+  auto visit = [&](const Tensor& t) {
+    if (t.defined() && seen.insert(t.data).second) f(t);
+  };
+  visit(w.wte);
+  visit(w.wpe);
+  for (const Gpt2Layer& L : w.layers)
+    for (const Tensor* t : {&L.ln_1_w, &L.ln_1_b, &L.attn_w, &L.attn_b, &L.attn_proj_w, &L.attn_proj_b, &L.ln_2_w,
+                            &L.ln_2_b, &L.fc_w, &L.fc_b, &L.fc_proj_w, &L.fc_proj_b})
+      visit(*t);
+  visit(w.ln_f_w);
+  visit(w.ln_f_b);
+  visit(w.lm_head);
+}
+
+uint64_t gpt2_weight_bytes(const Gpt2Weights& w) {
+  uint64_t n = 0;
+  for_each_gpt2_tensor(w, [&](const Tensor& t) { n += t.nbytes(); });
+  return n;
 }
 
 }  // namespace strand

@@ -19,7 +19,14 @@
 //             streams the weights at the memory's speed (2 threads, Zen 4, 768 x 768:
 //             f32 33 vs 24 GB/s, f16 30 vs 18 GB/s), and its packed GEMM is as fast either
 //             way. strand runs models in this layout; the graph does not change.
+//
+// Converting a model loaded from a file gives back each source tensor's mapped pages as soon as
+// it is converted (SafeTensors::release): a load converts tensor by tensor and peaks near the
+// size of the converted weights, not that plus the file. It shows progress (core/progress.h).
 #pragma once
+
+#include <cstdint>
+#include <functional>
 
 #include "model/gpt2_weights.h"
 
@@ -28,6 +35,11 @@ namespace strand {
 enum class MatrixLayout { AsLoaded, ColMajor };
 
 Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layout = MatrixLayout::AsLoaded);
+
+// Calls f once for every distinct tensor of `w` (a tied lm_head is wte, visited once).
+void for_each_gpt2_tensor(const Gpt2Weights& w, const std::function<void(const Tensor&)>& f);
+// The bytes `w` holds: the storage of its distinct tensors (the weights as they run).
+uint64_t gpt2_weight_bytes(const Gpt2Weights& w);
 
 // "f32", "f16", "bf16", "int8"/"q8" -> the dtype (the --weights option); throws on others.
 DType parse_weight_dtype(const std::string& s);
