@@ -10,6 +10,7 @@
 //    exits non-zero without crashing and prints exactly one stderr line that names the
 //    file or option and the problem.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <filesystem>
@@ -384,7 +385,7 @@ TEST(CliErrors, ConfigJsonMissing) {
   ScratchDir s;
   const fs::path dir = s.copy_fixture("tiny-f32");
   fs::remove(dir / "config.json");
-  expect_model_dir_error(dir.string(), {"config.json", "not found"});
+  expect_model_dir_error(dir.string(), {"config.json", "no such file"});
 }
 
 TEST(CliErrors, ConfigJsonNotJson) {
@@ -542,6 +543,44 @@ TEST(CliErrors, MergesTxtMissing) {
   const fs::path dir = s.copy_fixture("tiny-f32");
   fs::remove(dir / "merges.txt");
   expect_model_dir_error(dir.string(), {"merges.txt"}, true);
+}
+
+// ---------------------------------------------------------------------------------------
+// Files that are not files: a FIFO would block a reader forever and a device never ends.
+// Each is refused at once, before a byte is read, in one line naming the file.
+
+TEST(CliErrors, FifoInPlaceOfAModelFileIsRefusedWithoutBlocking) {
+  for (const std::string name : {"model.safetensors", "config.json", "vocab.json", "merges.txt"}) {
+    ScratchDir s;
+    const fs::path dir = s.copy_fixture("tiny-f32");
+    fs::remove(dir / name);
+    ASSERT_EQ(::mkfifo((dir / name).c_str(), 0600), 0);
+    expect_clean_json_error(run_strand({"generate", "-m", dir.string(), "-p", "hi", "-n", "2", "--json"}, 20),
+                            {(dir / name).string(), "is a FIFO, not a regular file"});
+  }
+}
+
+TEST(CliErrors, DeviceInPlaceOfAModelFileIsRefused) {
+  for (const std::string name : {"model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer.json"}) {
+    ScratchDir s;
+    const fs::path dir = s.copy_fixture("tiny-f32");
+    fs::remove(dir / name);
+    ASSERT_EQ(::symlink("/dev/zero", (dir / name).c_str()), 0);
+    expect_clean_json_error(run_strand({"generate", "-m", dir.string(), "-p", "hi", "-n", "2", "--json"}, 20),
+                            {(dir / name).string(), "is a character device, not a regular file"});
+  }
+}
+
+// A number beyond a double (1e400) in a tokenizer file is a bad file, not an internal error.
+TEST(CliErrors, NumberBeyondADoubleInTokenizerFiles) {
+  ScratchDir s;
+  const fs::path dir = s.copy_fixture("tiny-f32");
+  const std::string vocab = read_file(dir / "vocab.json");
+  write_file(dir / "vocab.json", "{\"big\": 1e400, " + vocab.substr(vocab.find('{') + 1));
+  expect_model_dir_error(dir.string(), {(dir / "vocab.json").string(), "not valid JSON"}, true);
+  write_file(dir / "vocab.json", vocab);
+  write_file(dir / "tokenizer.json", "{\"model\": {\"vocab\": " + vocab + ", \"merges\": [], \"dropout\": -1e400}}");
+  expect_model_dir_error(dir.string(), {(dir / "tokenizer.json").string(), "not valid JSON"}, true);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
 // op by op with strand's plain-loop reference kernels in float, rounding every fp16 value to
 // fp16 as the device stores it. While running it checks that every argument names a value
 // defined before it and that every op's declared output type equals the type the op really
-// produces. Any violation throws ReaderError.
+// produces. Any violation throws ReaderError, and so does every file that is not what it
+// should be: files are read as regular files within a size cap (core/file_io.h), offsets and
+// sizes are checked without overflow, and no value may hold more than max_value_elements.
 #pragma once
 
 #include <cmath>
@@ -27,6 +29,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"          // f16 <-> f32 conversions
+#include "core/error.h"
+#include "core/file_io.h"        // regular files only, with size caps
 #include "reference/kernels.h"   // strand's reference loops
 
 namespace coreml_reader {
@@ -34,6 +38,27 @@ namespace coreml_reader {
 struct ReaderError : std::runtime_error {
   explicit ReaderError(const std::string& s) : std::runtime_error("coreml reader: " + s) {}
 };
+
+// The most elements one value (a const, an input or an op's result) may have; a package that
+// declares or computes more is refused before the memory is allocated. Fuzzing lowers it.
+inline int64_t max_value_elements = int64_t(1) << 31;
+
+// Size caps of the package's files.
+constexpr uint64_t kMaxManifestBytes = uint64_t(1) << 20;
+constexpr uint64_t kMaxModelBytes = uint64_t(1) << 30;
+constexpr uint64_t kMaxWeightBytes = uint64_t(16) << 30;
+
+// The number of elements of `shape`, refused (not overflowed) past max_value_elements.
+inline int64_t checked_numel(const std::vector<int64_t>& shape, const std::string& what) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw ReaderError(what + ": negative dimension " + std::to_string(d));
+    if (d != 0 && n > max_value_elements / d)
+      throw ReaderError(what + ": more than " + std::to_string(max_value_elements) + " elements");
+    n *= d;
+  }
+  return n;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Protobuf wire format
@@ -204,6 +229,7 @@ inline Type parse_value_type(std::string_view vt) {
   }
   if (rank != int64_t(r.shape.size()))
     throw ReaderError("rank " + std::to_string(rank) + " with " + std::to_string(r.shape.size()) + " dimensions");
+  checked_numel(r.shape, "a tensor type");
   return r;
 }
 
@@ -230,20 +256,31 @@ class Package {
   static Package load(const std::string& dir) {
     Package p;
     p.dir_ = dir;
-    namespace fs = std::filesystem;
-    const nlohmann::json man = nlohmann::json::parse(read_file(dir + "/Manifest.json"));
-    const std::string root = man.at("rootModelIdentifier").get<std::string>();
-    const auto& items = man.at("itemInfoEntries");
-    const std::string model_path = items.at(root).at("path").get<std::string>();
-    p.model_file_ = dir + "/Data/" + model_path;
-    std::string weights_dir;
-    for (const auto& [id, item] : items.items())
-      if (id != root && item.at("name").get<std::string>() == "weights") weights_dir = dir + "/Data/" + item.at("path").get<std::string>();
+    std::string model_path, weights_dir;
+    try {
+      const nlohmann::json man = nlohmann::json::parse(read_file(dir + "/Manifest.json", kMaxManifestBytes));
+      const std::string root = man.at("rootModelIdentifier").get<std::string>();
+      const auto& items = man.at("itemInfoEntries");
+      model_path = items.at(root).at("path").get<std::string>();
+      for (const auto& [id, item] : items.items())
+        if (id != root && item.at("name").get<std::string>() == "weights") weights_dir = item.at("path").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      throw ReaderError("Manifest.json: " + std::string(e.what()));
+    }
+    check_inside(model_path);
     if (weights_dir.empty()) throw ReaderError("the manifest lists no weights item");
-    p.weight_file_ = weights_dir + "/weight.bin";
-    if (fs::exists(p.weight_file_)) p.blob_ = read_file(p.weight_file_);
+    check_inside(weights_dir);
+    p.model_file_ = dir + "/Data/" + model_path;
+    p.weight_file_ = dir + "/Data/" + weights_dir + "/weight.bin";
+    bool has_weights = false;
+    try {
+      has_weights = strand::path_exists(p.weight_file_, "weight.bin");
+    } catch (const strand::Error& e) {
+      throw ReaderError(e.what());
+    }
+    if (has_weights) p.blob_ = read_file(p.weight_file_, kMaxWeightBytes);
     p.parse_blob_file();
-    p.parse_model(read_file(p.model_file_));
+    p.parse_model(read_file(p.model_file_, kMaxModelBytes));
     p.validate();
     return p;
   }
@@ -292,14 +329,27 @@ class Package {
   const std::string& weight_file() const { return weight_file_; }
 
  private:
-  static std::string read_file(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw ReaderError(path + ": cannot open");
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
+  // A regular file of at most max_bytes (never a FIFO or a device).
+  static std::string read_file(const std::string& path, uint64_t max_bytes) {
+    try {
+      return strand::read_regular_file(path, "package file", max_bytes);
+    } catch (const strand::Error& e) {
+      throw ReaderError(e.what());
+    }
+  }
+  // A path the manifest gives, relative to Data/: it must stay inside the package.
+  static void check_inside(const std::string& rel) {
+    if (rel.empty() || rel[0] == '/' || rel.find('\0') != std::string::npos)
+      throw ReaderError("manifest path '" + rel + "' is not a relative path");
+    size_t start = 0;
+    while (start <= rel.size()) {
+      const size_t end = std::min(rel.find('/', start), rel.size());
+      if (rel.compare(start, end - start, "..") == 0) throw ReaderError("manifest path '" + rel + "' leaves the package");
+      start = end + 1;
+    }
   }
   static uint64_t le(const std::string& b, uint64_t at, int n) {
+    if (at > b.size() || uint64_t(n) > b.size() - at) throw ReaderError("read past the end of a buffer");
     uint64_t v = 0;
     for (int i = 0; i < n; ++i) v |= uint64_t(uint8_t(b[size_t(at) + size_t(i)])) << (8 * i);
     return v;
@@ -322,10 +372,11 @@ class Package {
       for (int i = 24; i < 64; ++i)
         if (blob_[size_t(at) + size_t(i)]) throw ReaderError("blob metadata reserved bytes are not zero");
       if (b.data_offset % 64) throw ReaderError("blob data at unaligned offset " + std::to_string(b.data_offset));
-      if (b.data_offset < at + 64 || b.data_offset + b.size > blob_.size())
+      // Compared without sums that could wrap past 2^64 (the file size is far below that).
+      if (b.data_offset < at + 64 || b.data_offset > blob_.size() || b.size > blob_.size() - b.data_offset)
         throw ReaderError("blob data out of range at " + std::to_string(at));
       blobs.push_back(b);
-      at = (b.data_offset + b.size + 63) / 64 * 64;
+      at = (b.data_offset + b.size + 63) / 64 * 64;  // > at: data_offset >= at + 64
     }
     if (blobs.size() != blob_count_header)
       throw ReaderError("weight file header counts " + std::to_string(blob_count_header) + " blobs, found " +
@@ -573,8 +624,13 @@ class Package {
   static Value make(int dtype, std::vector<int64_t> shape) {
     Value v;
     v.type = {dtype, std::move(shape)};
-    v.f.assign(size_t(v.numel()), 0.0f);
+    v.f.assign(size_t(checked_numel(v.type.shape, "a result")), 0.0f);
     return v;
+  }
+  // The one string of a string scalar.
+  static const std::string& scalar_string(const Value& v, const std::string& what) {
+    if (v.type.dtype != kString || v.s.size() != 1) throw ReaderError(what + " is not a string scalar");
+    return v.s[0];
   }
   // Elementwise with numpy broadcasting.
   template <class F>
@@ -673,12 +729,9 @@ class Package {
     } else if (t == "reshape") {
       Value o = arg(op, env, "x");
       const auto s = int_list(arg(op, env, "shape"), "shape");
-      int64_t n = 1;
-      for (int64_t d : s) {
+      for (int64_t d : s)
         if (d <= 0) throw ReaderError("reshape to a non-positive dimension");
-        n *= d;
-      }
-      if (n != o.numel()) throw ReaderError("reshape changes the element count");
+      if (checked_numel(s, "reshape") != o.numel()) throw ReaderError("reshape changes the element count");
       o.type.shape = s;
       res.push_back(std::move(o));
     } else if (t == "layer_norm") {
@@ -709,7 +762,7 @@ class Package {
         throw ReaderError("conv " + op.name + ": only 1x1 convolutions over matching channels are supported");
       if (int_list(arg(op, env, "strides"), "strides") != std::vector<int64_t>{1, 1} ||
           int_list(arg(op, env, "dilations"), "dilations") != std::vector<int64_t>{1, 1} ||
-          scalar_int(arg(op, env, "groups"), "groups") != 1 || arg(op, env, "pad_type").s.at(0) != "valid")
+          scalar_int(arg(op, env, "groups"), "groups") != 1 || scalar_string(arg(op, env, "pad_type"), "pad_type") != "valid")
         throw ReaderError("conv " + op.name + ": unsupported strides/dilations/groups/padding");
       const int64_t Cin = xs[1], Cout = ws[0], S = xs[2] * xs[3];
       Value o = make(x.type.dtype, {xs[0], Cout, xs[2], xs[3]});
@@ -806,7 +859,7 @@ class Package {
       } else {
         strand::Act a = t == "relu" ? strand::Act::Relu : t == "silu" ? strand::Act::Silu : strand::Act::GeluErf;
         if (t == "gelu") {
-          const std::string mode = has(op, "mode") ? arg(op, env, "mode").s.at(0) : "EXACT";
+          const std::string mode = has(op, "mode") ? scalar_string(arg(op, env, "mode"), "gelu mode") : "EXACT";
           if (mode == "TANH_APPROXIMATION") a = strand::Act::GeluTanh;
           else if (mode != "EXACT") throw ReaderError("gelu mode " + mode + " is not supported");
         }
