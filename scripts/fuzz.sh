@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
   log="$build/logs/$t.log"
   opts=(-max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="$findings/")
-  [ "$t" = cli ] && opts+=(-close_fd_mask=3)  # the commands' own output
+  [ "$t" = cli ] && opts+=(-close_fd_mask=3)  # the commands' own output (libFuzzer's reports stay)
   rc=0
   "$build/tests/fuzz/fuzz_$t" "${opts[@]}" "$corpus" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
   if [ "$rc" -eq 77 ]; then

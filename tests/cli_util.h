@@ -24,6 +24,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace strand::cli_test {
 
 namespace fs = std::filesystem;
@@ -276,6 +278,16 @@ inline RunResult run_strand(const std::vector<std::string>& args, unsigned timeo
   fs::remove(err_path, ec);
   fs::remove(in_path, ec);
   return r;
+}
+
+// The message of the strand::Error that f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const strand::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 // Runs f in a forked child and returns the string it returns, or a description of how the

@@ -17,16 +17,8 @@
 namespace {
 
 namespace fs = std::filesystem;
+using strand::cli_test::error_of;
 using strand::cli_test::ScratchDir;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const strand::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(FileIo, ReadsARegularFile) {
   ScratchDir d("fileio");

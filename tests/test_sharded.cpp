@@ -25,16 +25,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace strand;
 using cli_test::run_strand;
+using cli_test::error_of;
 using cli_test::ScratchDir;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::string shard_name(size_t i, size_t n) { return fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, n); }
 

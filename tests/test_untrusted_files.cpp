@@ -27,16 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace strand;
 using cli_test::run_in_child;
+using cli_test::error_of;
 using cli_test::ScratchDir;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // ---------------------------------------------------------------------------------------
 // Permissions: a file that cannot be read, or a directory that cannot be searched, is

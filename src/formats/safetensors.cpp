@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <set>
 
@@ -334,14 +335,11 @@ std::shared_ptr<SafeTensors> SafeTensors::open_sharded(const std::string& index_
     wanted[name].insert(tensor);
   }
 
-  const std::string dir = [&] {
-    const size_t slash = index_path.rfind('/');
-    return slash == std::string::npos ? std::string(".") : index_path.substr(0, slash == 0 ? 1 : slash);
-  }();
+  const std::filesystem::path dir = std::filesystem::path(index_path).parent_path();
   auto all = std::shared_ptr<SafeTensors>(new SafeTensors());
   all->path_ = index_path;
   for (const auto& [name, tensors] : wanted) {
-    const std::string path = dir == "/" ? "/" + name : dir + "/" + name;
+    const std::string path = (dir / name).string();
     if (!path_exists(path, "shard"))
       fail("{}: shard {} (named for tensor {}) is missing: {}: no such file", index_path, quote(name),
            quote(*tensors.begin()), path);
@@ -349,19 +347,15 @@ std::shared_ptr<SafeTensors> SafeTensors::open_sharded(const std::string& index_
     const size_t id = all->shard_paths_.size();
     all->shard_paths_.push_back(path);
     for (const auto& [tensor, t] : shard->tensors_) {
+      if (const auto other = all->shard_of_.find(tensor); other != all->shard_of_.end())
+        fail("{}: tensor {} is in two shards: {} and {}", index_path, quote(tensor), all->shard_paths_[other->second],
+             path);
       if (!tensors.count(tensor)) {
-        const auto other = all->shard_of_.find(tensor);
-        if (other != all->shard_of_.end())
-          fail("{}: tensor {} is in two shards: {} and {}", index_path, quote(tensor),
-               all->shard_paths_[other->second], path);
         if (wm->contains(tensor))
           fail("{}: shard {} holds tensor {}, which the index puts in {}", index_path, path, quote(tensor),
                quote((*wm)[tensor].get<std::string>()));
         fail("{}: shard {} holds tensor {}, which the index does not list", index_path, path, quote(tensor));
       }
-      if (const auto other = all->shard_of_.find(tensor); other != all->shard_of_.end())
-        fail("{}: tensor {} is in two shards: {} and {}", index_path, quote(tensor), all->shard_paths_[other->second],
-             path);
       all->tensors_.emplace(tensor, t);
       all->shard_of_.emplace(tensor, id);
     }

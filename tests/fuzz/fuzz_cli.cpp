@@ -4,8 +4,12 @@
 // "-f ppl.txt" reach it. To keep every run short and on this directory, inputs are skipped when
 // they name a command that writes files or does long work (demo, export, bench, devices,
 // validate), contain a '/', or ask for more than 4 threads. Exit code 2 (an internal error) is
-// a finding; 0 and 1 are answers. Run with -close_fd_mask=3 to keep the commands' output quiet.
+// a finding; 0 and 1 are answers. Run with -close_fd_mask=3 (scripts/fuzz.sh does) to keep the
+// commands' own output quiet; libFuzzer's reports, and this target's, still reach stderr.
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -15,6 +19,8 @@
 using namespace strand;
 
 namespace {
+
+int g_stderr = -1;  // stderr as it was before libFuzzer's -close_fd_mask closed it
 
 bool allowed(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
@@ -38,6 +44,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fuzz::fs::copy(fuzz::source_dir() / "tests/fixtures/gpt2/tiny-f32", dir,
                  fuzz::fs::copy_options::recursive | fuzz::fs::copy_options::overwrite_existing);
   fuzz::fs::current_path(dir);
+  g_stderr = ::dup(2);  // LLVMFuzzerInitialize runs before -close_fd_mask is applied
   return 0;
 }
 
@@ -58,6 +65,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   const int rc = cli::run(int(args.size()), argv.data());
+  if ((rc != 0 && rc != 1) && g_stderr >= 0) {
+    std::fflush(stderr);
+    ::dup2(g_stderr, 2);
+  }
   if (rc == 2) fuzz::finding("strand exited with 2, an internal error");
   if (rc != 0 && rc != 1) fuzz::finding("exit code " + std::to_string(rc));
   return 0;
