@@ -44,12 +44,8 @@ void set_threads(int n) {
 }
 
 int64_t count_parameters(const Gpt2Weights& w) {
-  int64_t n = w.wte.numel() + w.wpe.numel() + w.ln_f_w.numel() + w.ln_f_b.numel();
-  for (const auto& L : w.layers)
-    for (const Tensor* t : {&L.ln_1_w, &L.ln_1_b, &L.attn_w, &L.attn_b, &L.attn_proj_w, &L.attn_proj_b, &L.ln_2_w,
-                            &L.ln_2_b, &L.fc_w, &L.fc_b, &L.fc_proj_w, &L.fc_proj_b})
-      n += t->numel();
-  if (!w.tied) n += w.lm_head.numel();
+  int64_t n = 0;
+  for_each_gpt2_tensor(w, [&](const Tensor& t) { n += t.numel(); });  // a tied lm_head is wte
   return n;
 }
 

@@ -56,9 +56,15 @@ Gpt2Weights cast_gpt2_weights(const Gpt2Weights& w, DType to, MatrixLayout layou
   // wte is also the lm_head of a tied model, the largest matrix a decode step reads: on huge
   // pages like the other weights (Tensor::empty). For q8, wte and wpe keep their loaded dtype
   // (views of the mapped file, which is then kept).
-  o.wte = q8 ? w.wte : done(w.wte, w.wte.to(to, /*huge_pages=*/true));
-  o.wpe = q8 ? w.wpe : done(w.wpe, w.wpe.to(to, /*huge_pages=*/true));
-  if (q8) o.file = w.file;
+  if (q8) {
+    o.wte = w.wte;
+    o.wpe = w.wpe;
+    o.file = w.file;
+    progress.add(double(w.wte.nbytes() + w.wpe.nbytes()));
+  } else {
+    o.wte = done(w.wte, w.wte.to(to, /*huge_pages=*/true));
+    o.wpe = done(w.wpe, w.wpe.to(to, /*huge_pages=*/true));
+  }
   for (const Gpt2Layer& L : w.layers) {
     Gpt2Layer n;
     n.ln_1_w = f32(L.ln_1_w);
