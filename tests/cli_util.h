@@ -116,6 +116,9 @@ class ScratchDir {
     std::error_code ec;
     fs::remove_all(path_, ec);
     fs::create_directories(path_);
+    // Searchable by everyone whatever the umask: tests that drop to nobody work inside it.
+    fs::permissions(path_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                               fs::perms::others_read | fs::perms::others_exec);
   }
   ~ScratchDir() {
     std::error_code ec;

@@ -194,7 +194,7 @@ TEST(SafeTensors, ReleaseGivesBackPagesAndKeepsTheBytes) {
   const uint64_t before = current_rss_bytes();
   st->release(view);
   const uint64_t after = current_rss_bytes();
-  ASSERT_GT(before, 0u) << "no /proc/self/status";
+  if (before == 0) GTEST_SKIP() << "no /proc/self/status to read the resident set from";
   EXPECT_GE(before - std::min(before, after), uint64_t(7) << 20) << "RSS " << before << " -> " << after;
   EXPECT_TRUE(same_bytes(view, big));
   EXPECT_TRUE(same_bytes(*st->find("small"), small));

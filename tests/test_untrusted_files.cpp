@@ -123,7 +123,7 @@ TEST(KvCache, GenerateReservesThePromptAndNewTokensOnly) {
   const Gpt2Model m = long_context_model();
   Gpt2Runner r(m, make_chain("naive"));
   const uint64_t before = status_bytes("VmSize");
-  ASSERT_GT(before, 0u) << "no /proc/self/status";
+  if (before == 0) GTEST_SKIP() << "no /proc/self/status to read the address space from";
   SamplerConfig greedy;
   greedy.temperature = 0;
   const GenerateResult g = generate(r, {1, 2, 3}, 4, greedy, -1);
