@@ -14,6 +14,8 @@
 #include "cli_util.h"
 #include "core/memory_stats.h"
 #include "core/progress.h"
+#include <nlohmann/json.hpp>
+
 #include "model/gpt2_weights.h"
 #include "model/weight_cast.h"
 
@@ -87,6 +89,29 @@ TEST(LoadMemory, PeakIsWithinATenthOfTheWeightsAsRun) {
   if (seconds > 0.6) EXPECT_EQ(progress, 1) << "no 'loading ...' progress line in " << cli_test::read_file(log);
   std::printf("load: %.1f MB peak over %.1f MB of weights as run (%.3fx), %.2f s\n", used / 1e6, double(as_run) / 1e6,
               used / double(as_run), seconds);
+}
+
+// `strand bench model -m DIR` reports the load: its seconds, the process's peak resident set
+// after it, and the weights as run (the same bytes as a load converted in this process).
+TEST(LoadMemory, BenchModelReportsTheLoad) {
+  const std::string model = cli_test::fixture_dir("tiny-f16").string();
+  const std::vector<std::string> args = {"bench", "model", "-m", model, "-p", "4", "-n", "0", "--reps", "1",
+                                         "--backend", "naive", "--probe", "off"};
+  std::vector<std::string> json_args = args;
+  json_args.push_back("--json");
+  const cli_test::RunResult r = cli_test::run_strand(json_args, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  const nlohmann::json load = nlohmann::json::parse(r.out).at("load");
+  Gpt2Model m = Gpt2Model::load(model);
+  const uint64_t as_run = gpt2_weight_bytes(cast_gpt2_weights(m.weights, m.weights.dtype, MatrixLayout::ColMajor));
+  EXPECT_EQ(load.at("weights_as_run_bytes").get<uint64_t>(), as_run);
+  EXPECT_GT(load.at("seconds").get<double>(), 0.0);
+  EXPECT_GE(load.at("peak_rss_bytes").get<uint64_t>(), as_run);
+  const cli_test::RunResult md = cli_test::run_strand(args, 300);
+  ASSERT_EQ(md.exit_code, 0) << md.describe();
+  EXPECT_NE(md.out.find("load: "), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("peak resident set"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("weights as run"), std::string::npos) << md.out;
 }
 
 }  // namespace
