@@ -56,7 +56,7 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$findings/")
   [ "$t" = cli ] && opts+=(-close_fd_mask=3)  # the commands' own output (libFuzzer's reports stay)
   rc=0
-  "$build/tests/fuzz/fuzz_$t" "${opts[@]}" "$corpus" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+  "$build/tests/fuzz/fuzz_$t" "${opts[@]}" "$corpus" "$root/tests/fuzz/corpus/$t" </dev/null >"$log" 2>&1 || rc=$?
   if [ "$rc" -eq 77 ]; then
     echo "fuzz $t: skipped: $(grep -m1 'fuzz_' "$log" || true)"
     continue

@@ -2,7 +2,7 @@
 // arguments after "strand", separated by NUL bytes. The commands run in a copy of the tiny
 // fixture model (tests/fixtures/gpt2/tiny-f32), which is the working directory, so "-m ." and
 // "-f ppl.txt" reach it. To keep every run short and on this directory, inputs are skipped when
-// they name a command that writes files or does long work (demo, export, bench, devices,
+// they name a command that writes files or does long work (demo, train, export, bench, devices,
 // validate), contain a '/', or ask for more than 4 threads. Exit code 2 (an internal error) is
 // a finding; 0 and 1 are answers. Run with -close_fd_mask=3 (scripts/fuzz.sh does) to keep the
 // commands' own output quiet; libFuzzer's reports, and this target's, still reach stderr.
@@ -26,12 +26,15 @@ bool allowed(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.find('/') != std::string::npos) return false;
-    for (const char* cmd : {"demo", "export", "bench", "devices", "validate"})
+    for (const char* cmd : {"demo", "train", "export", "bench", "devices", "validate"})
       if (a == cmd) return false;
+    // The thread count: --threads N, --threads=N, -t N, -tN.
     std::string threads;
-    if (a == "--threads" && i + 1 < args.size()) threads = args[i + 1];
-    if (a.rfind("--threads=", 0) == 0) threads = a.substr(10);
-    if (!threads.empty() && (threads.size() > 1 || threads[0] < '0' || threads[0] > '4')) return false;
+    bool names_threads = false;
+    if ((a == "--threads" || a == "-t") && i + 1 < args.size()) threads = args[i + 1], names_threads = true;
+    if (a.rfind("--threads=", 0) == 0) threads = a.substr(10), names_threads = true;
+    if (a.size() > 2 && a.rfind("-t", 0) == 0 && a[2] != '-') threads = a.substr(2), names_threads = true;
+    if (names_threads && (threads.size() != 1 || threads[0] < '0' || threads[0] > '4')) return false;
   }
   return true;
 }
