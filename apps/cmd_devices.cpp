@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "devices/machine.h"
 #include "devices/probe.h"
+#include "devices/stranded.h"
 
 namespace strand::cli {
 
@@ -135,6 +136,8 @@ void print_human(const DeviceReport& r) {
                   p.blas_wins ? "blas (by 5%+)" : r.crossover_vs.c_str(), placed_blas ? "blas" : r.crossover_vs.c_str());
     }
   }
+  std::printf("\n");
+  std::fputs(stranded_table(r).c_str(), stdout);
 }
 
 }  // namespace

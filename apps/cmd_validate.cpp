@@ -32,6 +32,8 @@ struct ValidateArgs {
   bool ops_only = false;
   bool no_large = false;
   int tokens = 16;
+  std::string model;
+  bool no_cost = false;
 };
 
 std::string utc_now() {
@@ -90,6 +92,11 @@ int run_validate_command(const ValidateArgs& a, CLI::App* app) {
   opt.models = !a.ops_only;
   opt.large_cases = !a.no_large;
   opt.greedy_tokens = a.tokens;
+  opt.precision_cost = !a.no_cost;
+  if (!a.model.empty()) {
+    if (!fs::is_directory(a.model)) fail("--model {}: not a directory", a.model);
+    opt.model_dir = a.model;
+  }
   std::string fixtures_note;
   if (!a.fixtures.empty()) {
     if (!fs::is_directory(a.fixtures)) fail("--fixtures {}: not a directory", a.fixtures);
@@ -126,6 +133,8 @@ int run_validate_command(const ValidateArgs& a, CLI::App* app) {
   if (a.ops_only) command += " --ops-only";
   if (a.no_large) command += " --no-large";
   if (app->count("--tokens")) command += fmt::format(" --tokens {}", a.tokens);
+  if (!a.model.empty()) command += " --model " + a.model;
+  if (a.no_cost) command += " --no-cost";
   const std::string machine = machine_summary_line();
   if (!docs_path.empty()) {
     write_ops_markdown(docs_path, rep, command, machine, utc_now());
@@ -172,11 +181,18 @@ Command add_validate(CLI::App& parent) {
   app->add_flag("--ops-only", args->ops_only, "skip the whole-GPT-2 checks");
   app->add_flag("--no-large", args->no_large, "skip the GPT-2-sized op cases (quicker; a tier that takes only large products is then not exercised)");
   app->add_option("--tokens", args->tokens, "greedy decode steps per model check")->check(CLI::Range(1, 64));
+  app->add_option("--model", args->model,
+                  "a Hugging Face GPT-2 directory: adds what each tier's precision and weight dtype cost on it (perplexity "
+                  "on a fixed English text, greedy agreement) to the cost table");
+  app->add_flag("--no-cost", args->no_cost, "skip the precision-cost table (perplexity and greedy agreement against f32)");
   app->footer(
       "A tier passes a case when its error against the float64 reference is at most twice the naive f32\n"
       "tier's error on the same case (plus 4 f32 ulps). A tier that declines an op is 'not supported', not a\n"
-      "failure. Exits 1 on any failure.\n"
-      "Example:\n  strand validate --seed 42\n  strand validate --backend cpu --cases 8 --json --no-write-docs");
+      "failure. A tier that rounds (bf16/int8 tiles) is judged on inputs rounded as it declares, against the\n"
+      "naive tier computing at that precision, and the cost table shows what the rounding costs end to end.\n"
+      "Exits 1 on any failure.\n"
+      "Example:\n  strand validate --seed 42\n  strand validate --backend cpu --cases 8 --json --no-write-docs\n"
+      "  strand validate --backend amx,cpu --model ./gpt2");
   c.run = [args, app]() -> int { return run_validate_command(*args, app); };
   return c;
 }

@@ -4,6 +4,8 @@
 //   probe()      is this tier usable on this machine (and if not, why);
 //   supports(n)  can it run this node, with a reason either way;
 //   run(nodes)   execute a segment: consecutive nodes placed on it, in order.
+// and validate asks one more:
+//   precision(n) what it rounds the node's inputs to before computing (default: nothing).
 // A segment may be one op or a whole model (a compiled Core ML block): nothing here assumes
 // one op per call. Buffers of host backends are plain host memory, so passing values between
 // two host backends needs no copy.
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rounding.h"
 #include "core/tensor.h"
 #include "graph/graph.h"
 
@@ -34,6 +37,48 @@ struct Verdict {
   std::string reason;  // why (not), in a few words: "f16 weights only", "not built: ..."
   static Verdict yes(std::string why = {}) { return {true, std::move(why)}; }
   static Verdict no(std::string why) { return {false, std::move(why)}; }
+};
+
+// The compute precision of one node on a tier: what each input is rounded to before the tier
+// computes with it (core/rounding.h). Every tier accumulates in f32 at least. The default,
+// exact(), is "the inputs as given": f32 activations, weights widened from their stored dtype.
+//   amx      bf16 path: activations and f32/f16/bf16 weights rounded to bf16;
+//            int8 path (q8 weights): activations quantized as Rounding::Q8, weights as stored;
+//            attention: q, k, v rounded to bf16, and the softmax weights P rounded to bf16
+//            before they multiply v (attention_probs).
+//   cuda     (later) bf16 / tf32 the same way.
+// validate (validate/precision.h) evaluates the float64 reference on inputs rounded the same
+// way and takes the naive tier computing at this precision as the 2x bar; the declaration is
+// what a tier is judged on, so it must say exactly what the kernels do.
+struct Precision {
+  std::vector<Rounding> inputs;               // one per node input; missing entries: None
+  Rounding attention_probs = Rounding::None;  // Attention: P (the softmax weights) before P·V
+  std::string note;                           // one line, e.g. "bf16 tiles, f32 accumulation"
+
+  Rounding input(size_t i) const { return i < inputs.size() ? inputs[i] : Rounding::None; }
+  bool exact() const {
+    for (Rounding r : inputs)
+      if (r != Rounding::None) return false;
+    return attention_probs == Rounding::None;
+  }
+  // "a bf16, b bf16" / "q, k, v bf16; P bf16" style summary ("" when exact), inputs named by
+  // `names` where given (else in0, in1, ...).
+  std::string summary(const std::vector<std::string>& names = {}) const {
+    std::string s;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i] == Rounding::None) continue;
+      if (!s.empty()) s += ", ";
+      s += i < names.size() ? names[i] : "in" + std::to_string(i);
+      s += ' ';
+      s += rounding_short(inputs[i]);
+    }
+    if (attention_probs != Rounding::None) {
+      if (!s.empty()) s += "; ";
+      s += "P ";
+      s += rounding_short(attention_probs);
+    }
+    return s;
+  }
 };
 
 class Backend {
@@ -71,6 +116,9 @@ class Backend {
   // host bytes and kept while the tier's memory lives; later calls return the same copy. The
   // host tensor is kept alive with it, so its address cannot be reused for other bytes.
   virtual Tensor resident(const Tensor& host);
+
+  // What it rounds node `n`'s inputs to (see Precision). Asked only for nodes it supports.
+  virtual Precision precision(const Graph& g, const Node& n) const { return {}; }
 
   // Run `nodes` of `g` in order. `values` holds a tensor per value id: inputs, weights and
   // state are bound; every output of these nodes is allocated (activation_dtype, contiguous).

@@ -1,5 +1,6 @@
 #include "backends/registry.h"
 
+#include "backends/amx/amx.h"
 #include "backends/blas/blas.h"
 #include "backends/coreml/coreml.h"
 #include "backends/cpu/cpu.h"
@@ -13,6 +14,7 @@ std::vector<std::shared_ptr<Backend>> all_backends() {
   std::vector<std::shared_ptr<Backend>> v;
   v.push_back(make_coreml_backend());  // the Apple Neural Engine through Core ML (a stub off Apple)
   v.push_back(make_cuda_backend());    // an NVIDIA GPU (a stub when the CUDA toolkit was not found)
+  v.push_back(make_amx_backend());     // Intel AMX tiles (its probe says why not, where there is none)
   v.push_back(make_blas_backend());
   v.push_back(make_cpu_backend());
   v.push_back(make_naive_backend());

@@ -1,6 +1,13 @@
 #include "core/cpu_features.h"
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define STRAND_CPUID_X86 1
@@ -98,6 +105,53 @@ std::vector<std::string> CpuFeatures::names() const {
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = read_features();
   return f;
+}
+
+namespace {
+
+struct Permission {
+  bool granted = false;
+  std::string why;
+};
+
+Permission request_amx() {
+  Permission p;
+  const CpuFeatures& f = cpu_features();
+  if (!f.amx_tile) {
+    p.why = "the CPU has no AMX-TILE";
+    return p;
+  }
+  if (!f.os_amx) {
+    p.why = "the OS does not enable the tile state (XCR0 bits 17-18 clear)";
+    return p;
+  }
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+  constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  unsigned long bitmask = 0;
+  if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &bitmask) == 0 && (bitmask & (1ul << kXfeatureXtiledata))) {
+    p.granted = true;
+    return p;
+  }
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+    const int e = errno;
+    p.why = std::string("Linux refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: ") + std::strerror(e) +
+            (e == EINVAL ? "; the kernel predates 5.16 or has AMX disabled)" : ")");
+    return p;
+  }
+  p.granted = true;
+#else
+  p.why = "the tile-state permission request is implemented for Linux on x86-64 only";
+#endif
+  return p;
+}
+
+}  // namespace
+
+bool amx_request_permission(std::string* why) {
+  static const Permission p = request_amx();
+  if (why) *why = p.why;
+  return p.granted;
 }
 
 }  // namespace strand

@@ -31,4 +31,11 @@ struct CpuFeatures {
 // Read once, then cached.
 const CpuFeatures& cpu_features();
 
+// Linux keeps the AMX tile data state off for a process until it asks for it:
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) (Linux 5.16+). Asks once (the answer is
+// cached; the permission holds for every thread of the process) and returns whether it was
+// granted; if not, *why (when given) says what the kernel answered. Call only when CPUID and
+// XCR0 report AMX (amx_tile && os_amx): elsewhere it returns false with the reason.
+bool amx_request_permission(std::string* why = nullptr);
+
 }  // namespace strand

@@ -6,6 +6,7 @@
 // in a JSON file (see devices/probe.h for the file and the knobs tests use).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -62,6 +63,36 @@ struct CrossoverPoint {
   bool blas_wins = false;               // blas at least 5% faster here
 };
 
+// One point of a row crossover: a tier against the tier below it on one product (see
+// devices/stranded.h).
+struct RowCrossoverPoint {
+  long long m = 0, k = 0, n = 0;
+  double tier_seconds = 0, other_seconds = 0;  // best of a few runs
+};
+
+// The rows M from which a tier takes a product from the tier below it (the amx tier's
+// crossover), per compute path ("bf16", "int8").
+struct RowCrossover {
+  std::string tier, path, vs;  // "amx", "bf16", "cpu"
+  long long rows = -1;         // takes products with M >= rows; -1: not measured; kNeverRows: never
+  std::string note;
+  std::vector<RowCrossoverPoint> points;
+};
+constexpr long long kNeverRows = 1ll << 40;
+
+// One compute unit of the machine, for the stranded table of `strand devices`: its measured
+// peak, the best any strand tier reaches on it, and so the share left idle.
+struct ComputeUnit {
+  std::string name;            // "FP32 FMA lanes (AVX-512)", "AVX-512-BF16 (vdpbf16ps)", "AMX tiles, bf16", ...
+  std::string unit = "GFLOP/s";  // "GOP/s" for int8
+  double peak = 0;             // measured: a loop of independent instructions on every thread
+  std::string peak_how;        // what was timed
+  std::string best_tier;       // the tier that reaches the most on this unit ("" when none uses it)
+  double best = 0;             // what it reaches
+  std::string best_how;        // what was timed (or why no tier uses the unit)
+  double stranded() const { return peak > 0 ? std::max(0.0, 1.0 - best / peak) : 0.0; }
+};
+
 struct DeviceReport {
   MachineInfo machine;
   std::vector<TierPeak> tiers;          // every tier compiled in (fastest first), then tiers not built
@@ -88,6 +119,11 @@ struct DeviceReport {
   std::string strand_version;
   bool quick = false;                   // measured with a tiny time budget (rough; never cached)
   std::vector<std::string> warnings;    // e.g. a corrupt cache that was ignored
+
+  // The stranded table and the amx tier's crossovers (devices/stranded.h).
+  std::vector<ComputeUnit> units;
+  std::vector<std::string> units_absent;  // units not found here, with why ("AMX: no AMX-TILE in CPUID")
+  std::vector<RowCrossover> row_crossovers;
 };
 
 // Measures (a few seconds) or reads the cache; the cache is keyed by CPU model + thread count

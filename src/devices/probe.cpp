@@ -32,6 +32,7 @@
 #include "core/rng.h"
 #include "devices/busy.h"
 #include "devices/readers.h"
+#include "devices/stranded.h"
 #include "graph/graph.h"
 
 namespace fs = std::filesystem;
@@ -45,7 +46,8 @@ namespace {
 // its figures are measured again rather than mixed with the new ones).
 // 3: measured FP32 peaks (an FMA loop on all the tier's threads) instead of cores x clock x
 // FLOP/cycle, and the memory bound raced between several readers (devices/readers.h).
-constexpr int kCacheFormatVersion = 3;
+// 4: the stranded table's compute units and the amx tier's row crossovers (devices/stranded.h).
+constexpr int kCacheFormatVersion = 4;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kBlasHandicap = 1.05;  // blas must be 5% faster to count as faster
 
@@ -424,7 +426,7 @@ json to_json(const DeviceReport& r) {
                       {"blas_seconds", p.blas_seconds},
                       {"other_seconds", p.other_seconds},
                       {"blas_wins", p.blas_wins}});
-  return {{"machine", to_json(r.machine)},
+  json j = {{"machine", to_json(r.machine)},
           {"tiers", tiers},
           {"bandwidth_gbs", r.bandwidth_gbs},
           {"bandwidth_detail", r.bandwidth_detail},
@@ -444,6 +446,8 @@ json to_json(const DeviceReport& r) {
           {"strand_version", r.strand_version},
           {"quick", r.quick},
           {"warnings", r.warnings}};
+  units_to_json(r, j);
+  return j;
 }
 
 DeviceReport report_from_json(const json& j) {
@@ -491,6 +495,7 @@ DeviceReport report_from_json(const json& j) {
   r.strand_version = j.value("strand_version", "");
   r.quick = j.value("quick", false);
   r.warnings = j.value("warnings", std::vector<std::string>{});
+  units_from_json(j, r);
   return r;
 }
 
@@ -803,8 +808,9 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
     }
   }
 
-  // Steps of the progress line: the peaks, the bandwidth (twice), each tier, the crossover.
-  Progress progress("strand devices: measuring", double(4 + all.size()), "steps");
+  // Steps of the progress line: the peaks, the bandwidth (twice), each tier, the crossover, the
+  // compute units of the stranded table.
+  Progress progress("strand devices: measuring", double(5 + all.size()), "steps");
   const BusyMeter busy_meter;
   double worst_spread = 0;  // of the measurements below, for judge_busy
   DeviceReport r;
@@ -893,6 +899,8 @@ DeviceReport probe_devices(bool refresh, int threads, const ProbeBudget& budget)
   }
 
   measure_crossover(opponent, threads, budget, r);
+  progress.add(1);
+  measure_compute_units(all, budget, r);  // the stranded table (devices/stranded.h)
   progress.add(1);
 
   int runs2 = 0;

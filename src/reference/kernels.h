@@ -148,12 +148,20 @@ void kv_store(T* cache, const T* rows, int64_t n, int64_t C, int64_t past) {
     for (int64_t c = 0; c < C; ++c) cache[(past + t) * C + c] = rows[t * C + c];
 }
 
+// The softmax weights of attention as they are (see attention's round_w).
+struct KeepWeights {
+  template <class T>
+  T operator()(T w) const { return w; }
+};
+
 // Causal multi-head attention, fused.     q [Tq, C], k and v [past + Tq, C], out [Tq, C]
 // Head h uses columns [h*D, (h+1)*D); query i (absolute position past + i) attends to keys
 // 0 .. past + i with weights softmax(q·k / sqrt(D)). `scores` is scratch of past + Tq.
-template <class T>
+// round_w(w) is applied to each weight before it multiplies v (validate/precision.h uses it to
+// compute at the precision of a tier that rounds the weights; by default nothing changes).
+template <class T, class RoundW = KeepWeights>
 void attention(const T* q, const T* k, const T* v, int64_t Tq, int64_t C, int64_t H, int64_t past, T* scores,
-               T* out) {
+               T* out, RoundW round_w = {}) {
   const int64_t D = C / H;
   const T scale = T(1) / std::sqrt(T(D));
   for (int64_t h = 0; h < H; ++h)
@@ -175,7 +183,7 @@ void attention(const T* q, const T* k, const T* v, int64_t Tq, int64_t C, int64_
       T* oi = out + i * C + h * D;
       for (int64_t d = 0; d < D; ++d) oi[d] = 0;
       for (int64_t j = 0; j < n; ++j) {
-        const T w = scores[j] / sum;
+        const T w = round_w(scores[j] / sum);
         for (int64_t d = 0; d < D; ++d) oi[d] += w * v[j * C + h * D + d];
       }
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "runtime/runtime.h"
+#include "validate/precision.h"
 
 namespace strand {
 
@@ -359,30 +361,18 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
     }
     return checks;
   }
-  const Tensor ref = run_graph(gref, iref, make_reference_backend());
-  const Tensor naive = run_graph(gref, iref, make_naive_backend());
-
-  const int64_t n = ref.numel();
-  const double* r = ref.ptr<const double>();
-  double scale = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isfinite(r[i])) scale = std::max(scale, std::abs(r[i]));
-  // For a product an output can be much smaller than the terms summed into it (cancellation),
-  // and rounding scales with the terms: measure against max_ij sum_k |a_ik| |b_kj| (+ |bias|),
-  // the reference run on the inputs' absolute values.
-  if (c.op == OpKind::MatMul || c.op == OpKind::Linear || c.op == OpKind::MatMulAt) {
-    std::vector<Tensor> abs_in;
-    for (const Tensor& t : iref) {
-      Tensor x = t.to(DType::F64);
-      for (int64_t i = 0; i < x.numel(); ++i) x.ptr<double>()[i] = std::abs(x.ptr<double>()[i]);
-      abs_in.push_back(x);
-    }
-    const Tensor mag = run_graph(gref, abs_in, make_reference_backend());
-    for (int64_t i = 0; i < mag.numel(); ++i) scale = std::max(scale, mag.ptr<const double>()[i]);
-  }
-  if (scale == 0) scale = 1;
-  auto error = [&](const Tensor& t, bool* unwritten) {
+  // What each tier is judged against: the float64 reference on the inputs rounded as the tier
+  // declares (validate/precision.h), and the naive tier's error at that same precision. Tiers
+  // that round nothing share the plain basis.
+  struct Basis {
+    Tensor ref, naive;
+    double scale = 1, naive_err = 0;
+  };
+  const bool product = c.op == OpKind::MatMul || c.op == OpKind::Linear || c.op == OpKind::MatMulAt;
+  auto error_against = [&](const Basis& b, const Tensor& t, bool* unwritten) {
     double e = 0;
+    const int64_t n = b.ref.numel();
+    const double* r = b.ref.ptr<const double>();
     const double* y = t.ptr<const double>();
     for (int64_t i = 0; i < n; ++i) {
       if (std::isnan(y[i]) && !std::isnan(r[i])) *unwritten = true;
@@ -390,38 +380,72 @@ std::vector<OpCheck> check_op_tiers(const OpCase& c, const std::vector<std::shar
         if (y[i] != r[i]) e = std::numeric_limits<double>::infinity();
         continue;
       }
-      e = std::max(e, std::abs(y[i] - r[i]) / scale);
+      e = std::max(e, std::abs(y[i] - r[i]) / b.scale);
     }
     return e;
   };
-  bool naive_unwritten = false;
-  const double naive_err = error(naive, &naive_unwritten);
+  std::map<std::string, Basis> bases;
+  auto basis_for = [&](const Precision& p) -> const Basis& {
+    const std::string key = p.exact() ? std::string() : p.summary();
+    if (const auto it = bases.find(key); it != bases.end()) return it->second;
+    Basis b;
+    const std::vector<Tensor> in_p = p.exact() ? iref : rounded_inputs(iref, p);
+    b.ref = run_graph(gref, in_p, make_reference_backend());
+    b.naive = p.exact() ? run_graph(gref, iref, make_naive_backend())
+                        : run_graph(gref, iref, make_precision_naive([p](const Graph&, const Node&) { return p; }));
+    const int64_t n = b.ref.numel();
+    const double* r = b.ref.ptr<const double>();
+    double scale = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (std::isfinite(r[i])) scale = std::max(scale, std::abs(r[i]));
+    // For a product an output can be much smaller than the terms summed into it (cancellation),
+    // and rounding scales with the terms: measure against max_ij sum_k |a_ik| |b_kj| (+ |bias|),
+    // the reference run on the inputs' absolute values.
+    if (product) {
+      std::vector<Tensor> abs_in;
+      for (const Tensor& t : in_p) {
+        Tensor x = t.to(DType::F64);
+        for (int64_t i = 0; i < x.numel(); ++i) x.ptr<double>()[i] = std::abs(x.ptr<double>()[i]);
+        abs_in.push_back(x);
+      }
+      const Tensor mag = run_graph(gref, abs_in, make_reference_backend());
+      for (int64_t i = 0; i < mag.numel(); ++i) scale = std::max(scale, mag.ptr<const double>()[i]);
+    }
+    b.scale = scale == 0 ? 1 : scale;
+    bool naive_unwritten = false;
+    b.naive_err = error_against(b, b.naive, &naive_unwritten);
+    return bases.emplace(key, std::move(b)).first->second;
+  };
   const double floor = 4.0 * double(std::numeric_limits<float>::epsilon());
+  const std::vector<std::string> names = input_names(c.op, c.shapes.size());
 
   for (size_t t = 0; t < tiers.size(); ++t) {
     const auto& tier = tiers[t];
     OpCheck chk;
     chk.label = c.label + (sampled ? fmt::format(" ({} rows checked)", rows.size()) : "");
     chk.tier = tier->name();
-    chk.naive_err = naive_err;
-    const bool is_naive = tier->name() == "naive";
-    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * naive_err + floor;
     if (!verdicts[t].ok) {
       chk.supported = false;
       chk.reason = verdicts[t].reason;
       checks.push_back(std::move(chk));
       continue;
     }
+    const bool is_naive = tier->name() == "naive";
+    const Precision prec = is_naive ? Precision{} : tier->precision(g, node);
+    chk.precision = prec.summary(names);
+    const Basis& b = basis_for(prec);
+    chk.naive_err = b.naive_err;
+    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * b.naive_err + floor;
     Tensor got;
     try {
-      got = is_naive ? naive : pick_rows(run_graph(g, inputs, tier));  // naive's rows do not depend on the others
+      got = is_naive ? b.naive : pick_rows(run_graph(g, inputs, tier));  // naive's rows do not depend on the others
     } catch (const Error& e) {
       chk.reason = e.what();
       chk.err = std::numeric_limits<double>::infinity();
       checks.push_back(std::move(chk));
       continue;
     }
-    chk.err = error(got, &chk.unwritten);
+    chk.err = error_against(b, got, &chk.unwritten);
     chk.pass = !chk.unwritten && chk.err <= chk.tolerance;
     checks.push_back(std::move(chk));
   }

@@ -5,7 +5,8 @@
 // under test. Errors are measured against the reference, relative to its largest magnitude.
 // A tier passes when its error is at most twice the naive tier's error at the same
 // precision (plus a floor of a few f32 ulps for ops that naive computes exactly), and it
-// left no element unwritten.
+// left no element unwritten. A tier that declares a lower precision for the node
+// (Backend::precision) is judged on inputs rounded as it declares (validate/precision.h).
 #pragma once
 
 #include <cstdint>
@@ -61,6 +62,10 @@ struct OpCheck {
   bool pass = false;
   bool supported = true;   // false: the tier declined the case (nothing ran; pass is false)
   std::string reason;      // the tier's supports() reason, or the error it threw while running
+  // What the tier rounds (Backend::precision, e.g. "a bf16, b bf16"); "" when it computes on
+  // the inputs as given. err, naive_err and tolerance are then measured against the float64
+  // reference on inputs rounded that way, naive_err being the naive tier's at that precision.
+  std::string precision;
 };
 
 // Runs `c` with inputs drawn from `seed` and checks `tier` against the reference. A tier whose

@@ -20,8 +20,10 @@
 #include "model/gpt2.h"
 #include "model/gpt2_weights.h"
 #include "model/weight_cast.h"
+#include "tokenizer/gpt2_tokenizer.h"
 #include "validate/gradcheck.h"
 #include "validate/opcheck.h"
+#include "validate/precision.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -62,6 +64,7 @@ void add_case(OpTierResult& row, const OpCheck& c, uint64_t seed) {
   }
   ++row.ran;
   if (!c.pass) ++row.failed;
+  if (row.precision.empty()) row.precision = c.precision;
   if (!std::isnan(c.err)) row.max_err = std::max(row.max_err, c.err);
   // Keep the case nearest to (or furthest over) its tolerance; a failure always wins over a pass.
   const double ratio = c.tolerance > 0 ? c.err / c.tolerance : c.err;
@@ -142,6 +145,28 @@ struct Step {
   double margin = 0, scale = 1;  // the reference's logit gap between the two tokens; its row scale
 };
 
+// What `tier` rounds in a planned graph, by op: "matmul/linear a bf16, b bf16; attention q, k,
+// v bf16; P bf16" ("" when nothing).
+std::string plan_precision(const Graph& g, const Plan& plan, const Backend& tier) {
+  std::vector<std::pair<std::string, std::string>> seen;  // op, summary
+  for (NodeId n = 0; n < NodeId(g.nodes().size()); ++n) {
+    if (plan.placement[size_t(n)].tier != 0) continue;
+    const Node& nd = g.node(n);
+    const Precision p = tier.precision(g, nd);
+    if (p.exact()) continue;
+    const std::string op(op_name(nd.op));
+    const std::string sum = p.summary(input_names(nd.op, nd.inputs.size()));
+    if (std::none_of(seen.begin(), seen.end(), [&](const auto& x) { return x.first == op && x.second == sum; }))
+      seen.push_back({op, sum});
+  }
+  std::string s;
+  for (const auto& [op, sum] : seen) {
+    if (!s.empty()) s += "; ";
+    s += fmt::format("{}: {}", op, sum);
+  }
+  return s;
+}
+
 ModelCheck check_model(const NamedModel& nm, const std::shared_ptr<Backend>& tier,
                        const std::shared_ptr<Backend>& fallback, uint64_t seed, int greedy_tokens) {
   const Gpt2Model& m = *nm.model;
@@ -162,7 +187,9 @@ ModelCheck check_model(const NamedModel& nm, const std::shared_ptr<Backend>& tie
   mc.prompt_tokens = P;
 
   Gpt2Runner rr(m, {reference_backend()});
-  Gpt2Runner rn(m, {std::shared_ptr<Backend>(make_naive_backend())});
+  // The bar: the naive tier at the precision the tier declares for each node it takes (for a
+  // tier that rounds nothing, the plain naive tier).
+  Gpt2Runner rn(m, {std::shared_ptr<Backend>(make_precision_naive(tier))});
   Gpt2Runner rt(m, chain, {false, true});
   KvCache cr = rr.new_cache(), cn = rn.new_cache(), ct = rt.new_cache();
 
@@ -181,6 +208,7 @@ ModelCheck check_model(const NamedModel& nm, const std::shared_ptr<Backend>& tie
         if (plan.placement[size_t(n)].tier == 0) on += f;
       }
       mc.tier_flop_share = total > 0 ? on / total : 0;
+      mc.precision = plan_precision(g, plan, *tier);
     }
     double scale = 1;
     mc.prefill_err = logit_error(lt, lr, 0, P, &scale);
@@ -295,6 +323,179 @@ std::vector<NamedModel> models_to_check(const ValidateOptions& opt, std::vector<
       nm.model->weights = cast_gpt2_weights(base, dt);
     }
     out.push_back(std::move(nm));
+  }
+  return out;
+}
+
+// ---- precision cost --------------------------------------------------------------------------
+
+// A fixed English text for models with a tokenizer (strand's own words).
+constexpr const char* kCostText =
+    "The river rose slowly through the night, and by morning the lower fields were under water. The farmers "
+    "had seen floods before; they moved the animals to the high barn, carried the seed grain up the hill, and "
+    "waited. Nobody spoke much. When the rain stopped at noon, the children went down to the edge of the water "
+    "and threw stones into it, counting the rings. An old woman said the river always gives back what it takes, "
+    "but nobody believed her, and by evening the water had begun to fall. Two days later the roads were open "
+    "again, the bridge was still standing, and the market in the town was as loud as ever. People talked about "
+    "the flood for a week, then about the price of bread, then about the weather, which was fine.";
+
+// Log-probabilities of one row of logits (f32 or f64), in double.
+void log_softmax_row(const Tensor& logits, int64_t row, std::vector<double>& out) {
+  const int64_t V = logits.dim(1);
+  out.resize(size_t(V));
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < V; ++j) mx = std::max(mx, load_as_double(logits, row * V + j));
+  double sum = 0;
+  for (int64_t j = 0; j < V; ++j) sum += std::exp(load_as_double(logits, row * V + j) - mx);
+  const double lse = mx + std::log(sum);
+  for (int64_t j = 0; j < V; ++j) out[size_t(j)] = load_as_double(logits, row * V + j) - lse;
+}
+
+int64_t argmax_of(const std::vector<double>& v) { return std::max_element(v.begin(), v.end()) - v.begin(); }
+
+struct CostModel {
+  std::string name, text;
+  Gpt2Config config;
+  Gpt2Weights f32;  // the weights in f32 (the baseline); each dtype is cast from them
+  std::vector<int32_t> ids;
+  bool large = false;  // the naive tier is skipped on it (minutes per run)
+};
+
+std::vector<PrecisionCost> precision_costs(const ValidateOptions& opt, const std::vector<std::shared_ptr<Backend>>& tiers,
+                                           const std::shared_ptr<Backend>& fallback, std::vector<std::string>& notes) {
+  std::vector<CostModel> models;
+  {
+    CostModel cm;
+    cm.config.n_layer = 2;
+    cm.config.n_embd = 128;
+    cm.config.n_head = 4;
+    cm.config.n_positions = 64;
+    cm.config.vocab_size = 509;
+    cm.config.n_inner = 4 * cm.config.n_embd;
+    cm.config.validate("validate");
+    cm.name = fmt::format("random GPT-2 {}x{}, vocab {} (in memory)", cm.config.n_layer, cm.config.n_embd,
+                          cm.config.vocab_size);
+    cm.f32 = random_gpt2_weights(cm.config, opt.seed ^ 0x9e3779b97f4a7c15ull, DType::F32);
+    Rng rng(opt.seed ^ 0x7f4a7c159e3779b9ull);
+    const int64_t n = opt.cost_tokens > 0 ? std::min<int64_t>(opt.cost_tokens, cm.config.n_positions) : cm.config.n_positions;
+    for (int64_t i = 0; i < n; ++i) cm.ids.push_back(int32_t(rng.below(uint64_t(cm.config.vocab_size))));
+    cm.text = fmt::format("{} random tokens (seed {})", n, opt.seed);
+    models.push_back(std::move(cm));
+  }
+  if (!opt.model_dir.empty()) {
+    Gpt2Model m = Gpt2Model::load(opt.model_dir);
+    CostModel cm;
+    cm.name = opt.model_dir;
+    cm.config = m.config;
+    cm.f32 = cast_gpt2_weights(m.weights, DType::F32);
+    cm.large = int64_t(m.config.n_layer) * 12 * m.config.n_embd * m.config.n_embd > 20'000'000;
+    const int64_t cap = opt.cost_tokens > 0 ? opt.cost_tokens : 256;
+    const int64_t n = std::min<int64_t>(cap, m.config.n_positions);
+    try {
+      const Gpt2Tokenizer tok = Gpt2Tokenizer::load_dir(opt.model_dir);
+      cm.ids = tok.encode(kCostText);
+      if (int64_t(cm.ids.size()) > n) cm.ids.resize(size_t(n));
+      cm.text = fmt::format("a fixed English text, {} tokens", cm.ids.size());
+    } catch (const Error& e) {
+      Rng rng(opt.seed);
+      for (int64_t i = 0; i < n; ++i) cm.ids.push_back(int32_t(rng.below(uint64_t(cm.config.vocab_size))));
+      cm.text = fmt::format("{} random tokens (no tokenizer: {})", n, e.what());
+    }
+    models.push_back(std::move(cm));
+  }
+
+  // The f32 baseline: the cpu tier when there is one (proven against float64 above), else naive.
+  std::shared_ptr<Backend> base_tier;
+  for (const auto& b : all_backends())
+    if (b->name() == "cpu" && b->probe().ok) base_tier = b;
+  if (!base_tier) base_tier = std::shared_ptr<Backend>(make_naive_backend());
+
+  auto chain_for = [&](const std::shared_ptr<Backend>& t) {
+    std::vector<std::shared_ptr<Backend>> c;
+    c.push_back(t);
+    if (fallback && fallback->name() != t->name()) c.push_back(fallback);
+    return c;
+  };
+  auto chain_name = [](const std::vector<std::shared_ptr<Backend>>& c) {
+    std::string s;
+    for (const auto& b : c) {
+      if (!s.empty()) s += ',';
+      s += b->name();
+    }
+    return s;
+  };
+
+  std::vector<PrecisionCost> out;
+  for (const CostModel& cm : models) {
+    if (cm.ids.size() < 2) {
+      notes.push_back(fmt::format("precision cost: {}: fewer than 2 tokens to score: skipped", cm.name));
+      continue;
+    }
+    if (opt.progress) opt.progress(fmt::format("precision cost: {} (f32 baseline on {})", cm.name, base_tier->name()));
+    Gpt2Model mb;
+    mb.dir = cm.name;
+    mb.config = cm.config;
+    mb.weights = cast_gpt2_weights(cm.f32, DType::F32, MatrixLayout::ColMajor);
+    const auto base_chain = chain_for(base_tier);
+    Tensor base_logits;
+    {
+      Gpt2Runner r(mb, base_chain);
+      KvCache c = r.new_cache();
+      base_logits = r.forward(cm.ids, c, true);
+    }
+    const int64_t P = int64_t(cm.ids.size()) - 1;  // predicted positions
+    std::vector<std::vector<double>> base_lp(static_cast<size_t>(P));
+    double base_nll = 0;
+    for (int64_t p = 0; p < P; ++p) {
+      log_softmax_row(base_logits, p, base_lp[size_t(p)]);
+      base_nll -= base_lp[size_t(p)][size_t(cm.ids[size_t(p + 1)])];
+    }
+    const double ppl_f32 = std::exp(base_nll / double(P));
+    for (const auto& tier : tiers) {
+      if (cm.large && tier->name() == "naive") {
+        notes.push_back(fmt::format("precision cost: {}: the naive tier skipped (minutes per run at this size)", cm.name));
+        continue;
+      }
+      for (DType dt : case_weight_dtypes()) {
+        PrecisionCost pc;
+        pc.model = cm.name;
+        pc.text = cm.text;
+        pc.tier = tier->name();
+        pc.weights = std::string(dtype_name(dt));
+        pc.baseline = chain_name(base_chain) + " with f32 weights";
+        pc.tokens = int64_t(cm.ids.size());
+        pc.ppl_f32 = ppl_f32;
+        const auto chain = chain_for(tier);
+        pc.chain = chain_name(chain);
+        if (opt.progress) opt.progress(fmt::format("precision cost: {} {} on {}", cm.name, pc.weights, pc.chain));
+        try {
+          Gpt2Model m;
+          m.dir = cm.name;
+          m.config = cm.config;
+          m.weights = cast_gpt2_weights(cm.f32, dt, MatrixLayout::ColMajor);
+          Gpt2Runner r(m, chain);
+          KvCache c = r.new_cache();
+          const Tensor logits = r.forward(cm.ids, c, true);
+          pc.precision = plan_precision(r.last_graph(), r.last_plan(), *tier);
+          double nll = 0, kl = 0;
+          int64_t agree = 0;
+          std::vector<double> lp;
+          for (int64_t p = 0; p < P; ++p) {
+            log_softmax_row(logits, p, lp);
+            nll -= lp[size_t(cm.ids[size_t(p + 1)])];
+            const std::vector<double>& b = base_lp[size_t(p)];
+            agree += argmax_of(lp) == argmax_of(b);
+            for (size_t j = 0; j < lp.size(); ++j) kl += std::exp(b[j]) * (b[j] - lp[j]);
+          }
+          pc.ppl = std::exp(nll / double(P));
+          pc.top1_agree = double(agree) / double(P);
+          pc.kl = kl / double(P);
+        } catch (const Error& e) {
+          pc.error = e.what();
+        }
+        out.push_back(pc);
+      }
+    }
   }
   return out;
 }
@@ -460,6 +661,13 @@ ValidateReport run_validate(const ValidateOptions& opt) {
       }
     }
   }
+  // ---- what the rounding costs end to end ----
+  if (opt.precision_cost) {
+    std::shared_ptr<Backend> fallback;  // the bottom rung, as for the model checks
+    for (const auto& b : all_backends())
+      if (b->probe().ok) fallback = b;
+    rep.costs = precision_costs(opt, tiers, fallback, rep.notes);
+  }
   rep.seconds = now() - t0;
   return rep;
 }
@@ -472,7 +680,9 @@ std::string ValidateReport::table() const {
                    "GPT-2-sized)\n",
                    seed, seed, total_cases, cases_per_op, large_cases);
   s += "rule: error = max |y - ref| / max |ref| against the float64 reference; a tier passes a case when its error\n"
-       "      is at most 2 x the naive f32 tier's error on it + 4 f32 ulps (the naive tier itself: 1e-4)\n\n";
+       "      is at most 2 x the naive f32 tier's error on it + 4 f32 ulps (the naive tier itself: 1e-4); a tier that\n"
+       "      rounds (bf16/int8 tiles) is judged on inputs rounded as it declares, the naive tier at that precision\n"
+       "      giving the bar (shown as [at its precision: ...])\n\n";
   s += "tiers:\n";
   for (const auto& t : tiers)
     s += fmt::format("  {:<10} {}  [{}{}]\n", t.name, t.description, t.usable ? "usable" : "NOT USABLE",
@@ -484,6 +694,7 @@ std::string ValidateReport::table() const {
     const std::string cases = r.declined ? fmt::format("{}/{}", r.ran, r.cases) : fmt::format("{}", r.cases);
     std::string result(status_name(r.status));
     if (!r.reason.empty()) result += ": " + r.reason;
+    if (!r.precision.empty()) result += " [at its precision: " + r.precision + "]";
     if (r.status == CheckStatus::NotSupported)
       s += fmt::format("{:<28} {:<7} {:<11} {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {}\n", r.op, dtype_name(r.dtype), r.tier,
                        cases, "-", "-", "-", "-", result);
@@ -498,9 +709,31 @@ std::string ValidateReport::table() const {
     for (const auto& m : models) {
       std::string result(status_name(m.status));
       if (!m.reason.empty()) result += ": " + m.reason;
+      if (!m.precision.empty()) result += " [at its precision: " + m.precision + "]";
       s += fmt::format("{:<44} {:<7} {:<10} {:<12} {:>5.1f}%  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}  {}\n", m.model,
                        m.weights, m.tier, m.chain, 100.0 * m.tier_flop_share, num(m.prefill_err), num(m.prefill_tol),
                        num(m.decode_err), num(m.decode_tol), fmt::format("{}/{}", m.agree, m.tokens), result);
+    }
+  }
+  if (!costs.empty()) {
+    s += "\nwhat each tier's precision and each weight dtype cost end to end (not a check): perplexity on a fixed "
+         "token\nsequence against the same model with f32 weights on an exact f32 tier, the share of positions whose "
+         "greedy\ntoken agrees with it, and the mean KL divergence from it\n";
+    std::string last_model;
+    for (const auto& c : costs) {
+      if (c.model != last_model) {
+        last_model = c.model;
+        s += fmt::format("  {}: {}; baseline {}, ppl {:.4f}\n", c.model, c.text, c.baseline, c.ppl_f32);
+        s += fmt::format("  {:<10} {:<7} {:>12} {:>10} {:>9} {:>8} {:>10}  {}\n", "tier", "weights", "ppl", "Δppl",
+                         "Δ%", "top-1", "KL", "rounds");
+      }
+      if (!c.error.empty()) {
+        s += fmt::format("  {:<10} {:<7} error: {}\n", c.tier, c.weights, c.error);
+        continue;
+      }
+      s += fmt::format("  {:<10} {:<7} {:>12.4f} {:>+10.4f} {:>+8.3f}% {:>7.1f}% {:>10.2e}  {}\n", c.tier, c.weights,
+                       c.ppl, c.ppl - c.ppl_f32, 100.0 * (c.ppl / c.ppl_f32 - 1), 100.0 * c.top1_agree, c.kl,
+                       c.precision.empty() ? "nothing" : c.precision);
     }
   }
   for (const auto& n : notes) s += "note: " + n + "\n";
@@ -526,7 +759,8 @@ json ValidateReport::to_json() const {
   j["cases_per_tier"] = total_cases;
   j["large_cases"] = large_cases;
   j["rule"] = "error = max|y-ref|/max|ref| vs the float64 reference; pass when error <= 2*naive_f32_error + 4*FLT_EPSILON "
-              "(the naive tier itself: <= 1e-4)";
+              "(the naive tier itself: <= 1e-4); a tier that declares a lower precision is judged on inputs rounded as it "
+              "declares, naive_f32_error being the naive tier's at that precision";
   json jt = json::array();
   for (const auto& t : tiers)
     jt.push_back({{"name", t.name}, {"description", t.description}, {"usable", t.usable}, {"reason", t.reason}});
@@ -547,7 +781,8 @@ json ValidateReport::to_json() const {
                   {"tolerance", jnum(r.tolerance)},
                   {"max_err", jnum(r.max_err)},
                   {"worst_case", r.worst},
-                  {"worst_case_seed", r.worst_seed}});
+                  {"worst_case_seed", r.worst_seed},
+                  {"precision", r.precision}});
   j["ops"] = jo;
   json jm = json::array();
   for (const auto& m : models)
@@ -567,8 +802,25 @@ json ValidateReport::to_json() const {
                   {"greedy_agree", m.agree},
                   {"greedy_near_ties", m.near_ties},
                   {"status", std::string(status_name(m.status))},
-                  {"reason", m.reason}});
+                  {"reason", m.reason},
+                  {"precision", m.precision}});
   j["models"] = jm;
+  json jc = json::array();
+  for (const auto& c : costs)
+    jc.push_back({{"model", c.model},
+                  {"text", c.text},
+                  {"tier", c.tier},
+                  {"weights", c.weights},
+                  {"chain", c.chain},
+                  {"precision", c.precision},
+                  {"baseline", c.baseline},
+                  {"tokens", c.tokens},
+                  {"ppl", jnum(c.ppl)},
+                  {"ppl_f32", jnum(c.ppl_f32)},
+                  {"top1_agree", jnum(c.top1_agree)},
+                  {"kl", jnum(c.kl)},
+                  {"error", c.error}});
+  j["precision_costs"] = jc;
   j["notes"] = notes;
   j["failures"] = failures();
   j["pass"] = pass();
@@ -600,7 +852,9 @@ std::string ops_markdown(const ValidateReport& r, const std::string& command, co
   s += fmt::format("- seed {}: {} op cases per tier ({} random round(s) over every op on odd shapes, {} GPT-2-sized)\n",
                    r.seed, r.total_cases, r.cases_per_op, r.large_cases);
   s += "- rule: error = max |y − ref| / max |ref| against the float64 reference; a tier passes a case when its error "
-       "is at most 2 × the naive f32 tier's error on the same case + 4 f32 ulps (the naive tier itself: 1e-4)\n";
+       "is at most 2 × the naive f32 tier's error on the same case + 4 f32 ulps (the naive tier itself: 1e-4); a tier "
+       "that rounds (bf16 or int8 tiles) is judged on inputs rounded as it declares, against the naive tier computing "
+       "at that precision (`✓ e at a bf16, b bf16`)\n";
   s += "- a cell reads `✓ e` (supported; e = the largest error over its cases), `FAIL e > tol`, or `— reason` "
        "(the tier declines the op, which is not a failure: the planner places it on the next tier of the chain)\n\n";
 
@@ -639,7 +893,8 @@ std::string ops_markdown(const ValidateReport& r, const std::string& command, co
         else if (x.status == CheckStatus::Fail)
           cell = fmt::format("FAIL {} > {}", num(x.err), num(x.tolerance));
         else
-          cell = fmt::format("✓ {}{}", num(x.max_err), x.declined ? fmt::format(" ({})", x.reason) : "");
+          cell = fmt::format("✓ {}{}{}", num(x.max_err), x.precision.empty() ? std::string() : fmt::format(" at {}", x.precision),
+                             x.declined ? fmt::format(" ({})", x.reason) : "");
         s += " " + md_escape(cell) + " |";
       }
       s += "\n";
@@ -666,6 +921,25 @@ std::string ops_markdown(const ValidateReport& r, const std::string& command, co
                        md_escape(std::string(status_name(m.status)) + (m.reason.empty() ? "" : ": " + m.reason)));
   }
 
+  if (!r.costs.empty()) {
+    s += "\n## What the rounding costs end to end\n\n";
+    s += "Not a check: each tier and weight dtype runs the model on a fixed token sequence; perplexity against the "
+         "same model with f32 weights on an exact f32 tier, the share of positions whose greedy (argmax) token agrees "
+         "with it, and the mean KL divergence from it. `rounds` is the tier's declared precision.\n\n";
+    s += "| model | tokens | tier | weights | ppl | f32 ppl | Δppl | top-1 agree | KL | rounds |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& c : r.costs) {
+      if (!c.error.empty()) {
+        s += fmt::format("| {} | {} | {} | {} | error: {} | | | | | |\n", md_escape(c.model), c.tokens, c.tier, c.weights,
+                         md_escape(c.error));
+        continue;
+      }
+      s += fmt::format("| {} | {} | {} | {} | {:.4f} | {:.4f} | {:+.4f} ({:+.3f}%) | {:.1f}% | {:.2e} | {} |\n",
+                       md_escape(c.model), c.tokens, c.tier, c.weights, c.ppl, c.ppl_f32, c.ppl - c.ppl_f32,
+                       100.0 * (c.ppl / c.ppl_f32 - 1), 100.0 * c.top1_agree, c.kl,
+                       md_escape(c.precision.empty() ? "nothing" : c.precision));
+    }
+  }
   s += "\n## Tiers in this build\n\n| tier | what it is | here |\n|---|---|---|\n";
   for (const auto& t : r.tiers)
     s += fmt::format("| {} | {} | {} |\n", t.name, md_escape(t.description),

@@ -12,6 +12,13 @@
 //          forcing), so every step compares like with like. Logit errors obey the 2×-naive rule;
 //          a step whose greedy token differs from the reference's fails unless the reference's
 //          own margin between the two tokens is within the tolerance (a near tie).
+//   cost   what each tier's declared precision (Backend::precision) and each weight dtype cost
+//          end to end: the perplexity of one model on a fixed token sequence against the same
+//          model with f32 weights on an exact f32 tier, and how often their greedy (argmax)
+//          tokens agree position by position — as llama.cpp reports per quantization.
+// A tier that rounds (bf16 or int8 tiles) is judged at its declared precision
+// (validate/precision.h): the reference on inputs rounded as it declares, the naive tier
+// computing at that precision as the 2x bar.
 //
 // `strand validate` prints the report (table or JSON) and writes docs/ops.md from it.
 #pragma once
@@ -45,6 +52,11 @@ struct ValidateOptions {
   // model.safetensors), e.g. tests/fixtures/gpt2; empty: none.
   std::string fixtures_dir;
   int greedy_tokens = 16;  // decode steps per model check
+  // The precision-cost table (perplexity and greedy agreement against f32, per tier and weight
+  // dtype), on the in-memory random GPT-2 and on `model_dir` when given.
+  bool precision_cost = true;
+  std::string model_dir;   // a Hugging Face GPT-2 directory (its tokenizer scores a fixed English text)
+  int cost_tokens = 0;     // tokens scored; 0: min(context, 256)
   // Called with a short line before each stage (progress on a terminal); may be empty.
   std::function<void(const std::string&)> progress;
 };
@@ -66,6 +78,7 @@ struct OpTierResult {
   double err = 0, naive_err = 0, tolerance = 0, max_err = 0;
   std::string worst;         // that case's label
   uint64_t worst_seed = 0;   // the seed its inputs were drawn from
+  std::string precision;     // what the tier rounds in these cases ("" when nothing; see OpCheck)
 };
 
 // One GPT-2 × weight dtype × tier.
@@ -85,6 +98,22 @@ struct ModelCheck {
   int near_ties = 0;         // disagreements the reference's own margin explains
   CheckStatus status = CheckStatus::Pass;
   std::string reason;
+  std::string precision;     // what the tier rounds in this model ("" when nothing), by op
+};
+
+// One tier x weight dtype end to end against f32: perplexity on a fixed token sequence and the
+// agreement of greedy tokens, position by position (not a pass/fail check: what rounding costs).
+struct PrecisionCost {
+  std::string model;        // which model
+  std::string text;         // what was scored
+  std::string tier, weights, chain;
+  std::string precision;    // what the tier rounds ("" when nothing)
+  std::string baseline;     // "cpu,naive with f32 weights"
+  int64_t tokens = 0;       // tokens in the sequence (tokens - 1 are predicted)
+  double ppl = 0, ppl_f32 = 0;
+  double top1_agree = 0;    // share of positions whose argmax equals the baseline's
+  double kl = 0;            // mean KL(baseline || this) over the positions, nats
+  std::string error;        // set when it could not run
 };
 
 struct TierInfo {
@@ -101,6 +130,7 @@ struct ValidateReport {
   std::vector<TierInfo> tiers;
   std::vector<OpTierResult> ops;
   std::vector<ModelCheck> models;
+  std::vector<PrecisionCost> costs;
   std::vector<std::string> notes;  // e.g. "no fixtures at ...: skipped"
   double seconds = 0;
 

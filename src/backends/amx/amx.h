@@ -1,0 +1,71 @@
+// strand/backends/amx — the `amx` tier: Intel AMX tiles for matrix products and prefill attention.
+//
+// What it takes (supports()):
+//   matmul, linear   from a crossover in rows M that `strand devices` measures against the cpu
+//                    tier (cached; kAmxDefaultMinRows without a measurement): decode stays below.
+//                    f32/f16/bf16 weights: bf16 tiles (TDPBF16PS); q8 weights blocked along K:
+//                    int8 tiles (TDPBSSD) with the weights' block scales, activations quantized
+//                    per row in blocks of 32 on the fly. f32 accumulation; bias, and a following
+//                    activation (GELU), in the tile epilogue.
+//   activation       only right after a product it runs (fused into that product's epilogue).
+//   attention        prefill (at least kAmxAttnMinQueries queries): flash-attention style on
+//                    tiles, bf16 Q·Kᵀ and P·V, f32 online softmax, causal.
+// Weights are converted once, at their first use, into the tile layout (amx/pack.h) and kept
+// for as long as the weight tensor lives.
+//
+// Precision (Backend::precision, core/rounding.h): the bf16 path rounds activations and
+// weights to bf16; the int8 path quantizes activations as Rounding::Q8; attention rounds q, k,
+// v and the softmax weights P to bf16. validate judges the tier on inputs rounded that way.
+//
+// Where AMX is missing (the CPU, the OS's XCR0, or Linux's permission), probe() says which
+// check failed. The same kernels also run on a C++ model of the tile instructions
+// (AmxOptions::model): slow, on any machine, so that the tests prove the kernels' layouts
+// everywhere and validate can run the whole tier where there is no AMX.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+
+namespace strand {
+
+// Rows from which the tier takes a product when `strand devices` has not measured the
+// crossover: two row tiles (the cpu tier keeps decode and short prompts).
+constexpr int64_t kAmxDefaultMinRows = 32;
+// Queries from which the tier takes attention (one row tile; decode stays on the cpu tier).
+constexpr int64_t kAmxAttnMinQueries = 16;
+
+// Whether this process can run AMX here, and if not, which check failed: the build (a compiler
+// with the AMX flags, x86-64), CPUID (AMX-TILE, AMX-BF16, AMX-INT8), the OS (XCR0 tile bits),
+// Linux's permission (arch_prctl). Checked once; the permission is requested on the first call.
+struct AmxStatus {
+  bool usable = false;
+  std::string reason;  // why not, or what was found
+};
+AmxStatus amx_status();
+
+struct AmxOptions {
+  // Run the kernels on the C++ model of the instructions instead (any machine; slow): tests,
+  // and validating the tier's kernels and precision where there is no AMX.
+  bool model = false;
+  // Smallest M the tier takes, per path; 0: the measured crossover, else kAmxDefaultMinRows.
+  int64_t min_rows_bf16 = 0;
+  int64_t min_rows_int8 = 0;
+  // Smallest query count for attention; 0: kAmxAttnMinQueries.
+  int64_t min_attention_queries = 0;
+};
+
+std::unique_ptr<Backend> make_amx_backend(const AmxOptions& opt = {});
+
+// The rows from which the tier takes products at `threads` threads, and where that came from
+// ("measured, cache ~/.cache/strand/devices.json" or the default and why).
+struct AmxCrossover {
+  int64_t rows_bf16 = kAmxDefaultMinRows, rows_int8 = kAmxDefaultMinRows;
+  bool measured = false;
+  std::string source;
+};
+AmxCrossover amx_crossover_for(int threads);
+
+}  // namespace strand

@@ -1,0 +1,144 @@
+// The stranded table of `strand devices` (devices/stranded.h): every compute unit found with its
+// measured peak, the best a tier reaches on it and the share left idle; the row-crossover rule
+// the amx tier's threshold comes from, and its measurement on real tiers; the JSON round trip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/amx/amx.h"
+#include "backends/cpu/cpu.h"
+#include "backends/naive/naive.h"
+#include "cli_util.h"
+#include "core/cpu_features.h"
+#include "devices/probe.h"
+#include "devices/stranded.h"
+
+using namespace strand;
+using json = nlohmann::json;
+using strand::cli_test::run_strand;
+using strand::cli_test::TempCacheDir;
+
+namespace {
+
+const ComputeUnit* find_unit(const DeviceReport& r, const std::string& prefix) {
+  for (const ComputeUnit& u : r.units)
+    if (u.name.rfind(prefix, 0) == 0) return &u;
+  return nullptr;
+}
+
+RowCrossoverPoint pt(long long m, double tier, double other) { return {m, 768, 768, tier, other}; }
+
+}  // namespace
+
+TEST(Stranded, RowCrossoverFromPoints) {
+  EXPECT_EQ(crossover_rows_from_points({}), -1);
+  // The tier wins from 16 rows on.
+  EXPECT_EQ(crossover_rows_from_points({pt(1, 2.0, 1.0), pt(8, 2.0, 1.5), pt(16, 1.0, 2.0), pt(64, 1.0, 4.0)}), 16);
+  // It never wins: never.
+  EXPECT_EQ(crossover_rows_from_points({pt(1, 2.0, 1.0), pt(64, 3.0, 2.0)}), kNeverRows);
+  // A near tie (within 5%) stays below.
+  EXPECT_EQ(crossover_rows_from_points({pt(1, 1.0, 1.02), pt(32, 1.0, 3.0)}), 32);
+  // One noisy small point does not pull the threshold down.
+  EXPECT_EQ(crossover_rows_from_points({pt(1, 2.0, 1.0), pt(2, 0.9, 1.0), pt(4, 2.0, 1.0), pt(8, 2.0, 1.0), pt(16, 1.0, 2.0),
+                                        pt(32, 1.0, 2.0)}),
+            16);
+}
+
+TEST(Stranded, RowCrossoverMeasuredOnRealTiers) {
+  // The cpu tier against the naive tier: the cpu tier wins at every size, so it takes every
+  // product from the smallest M measured.
+  const auto cpu = make_cpu_backend();
+  const auto naive = make_naive_backend();
+  const RowCrossover rc = measure_row_crossover(*cpu, *naive, DType::F32, {1, 8, 32}, {{256, 256}}, 0.002);
+  EXPECT_EQ(rc.tier, "cpu");
+  EXPECT_EQ(rc.vs, "naive");
+  EXPECT_EQ(rc.path, "bf16");
+  ASSERT_EQ(rc.points.size(), 3u);
+  for (const auto& p : rc.points) {
+    EXPECT_GT(p.tier_seconds, 0);
+    EXPECT_GT(p.other_seconds, 0);
+  }
+  EXPECT_EQ(rc.rows, 1) << rc.note;
+  // The other way round: never.
+  const RowCrossover back = measure_row_crossover(*naive, *cpu, DType::Q8, {8, 32}, {{256, 256}}, 0.002);
+  EXPECT_EQ(back.path, "int8");
+  EXPECT_EQ(back.rows, kNeverRows) << back.note;
+  EXPECT_NE(back.note.find("not worth it"), std::string::npos);
+}
+
+TEST(Stranded, QuickProbeListsEveryUnitFound) {
+  TempCacheDir cache;
+  const DeviceReport r = probe_devices(true, 2, quick_probe_budget());
+  const ComputeUnit* fma = find_unit(r, "FP32 FMA lanes");
+  ASSERT_NE(fma, nullptr) << stranded_table(r);
+  EXPECT_GT(fma->peak, 0);
+  EXPECT_FALSE(fma->best_tier.empty());
+  EXPECT_GT(fma->best, 0);
+  EXPECT_EQ(fma->stranded(), std::max(0.0, 1.0 - fma->best / fma->peak));
+  const CpuFeatures& f = cpu_features();
+  const ComputeUnit* bf16 = find_unit(r, "AVX-512-BF16");
+  if (f.avx512_bf16) {
+    ASSERT_NE(bf16, nullptr) << stranded_table(r);
+    EXPECT_GT(bf16->peak, 0);
+    EXPECT_EQ(bf16->best, 0);
+    EXPECT_EQ(bf16->stranded(), 1.0);  // no tier uses it: 100% stranded, not missing
+  } else {
+    EXPECT_EQ(bf16, nullptr);
+  }
+  const std::string table = stranded_table(r);
+  const AmxStatus amx = amx_status();
+  if (!amx.usable) {
+    EXPECT_NE(table.find("not found: AMX (" + amx.reason + ")"), std::string::npos) << table;
+    EXPECT_EQ(find_unit(r, "AMX"), nullptr);
+    EXPECT_TRUE(r.row_crossovers.empty());
+  } else {
+    const ComputeUnit* tiles = find_unit(r, "AMX tiles, bf16");
+    ASSERT_NE(tiles, nullptr) << table;
+    EXPECT_GT(tiles->peak, fma->peak);
+    EXPECT_EQ(r.row_crossovers.size(), 2u);
+  }
+  EXPECT_NE(table.find("of this machine's floating-point matrix throughput is stranded"), std::string::npos) << table;
+  // JSON round trip.
+  const DeviceReport back = report_from_json(json::parse(to_json(r).dump()));
+  ASSERT_EQ(back.units.size(), r.units.size());
+  for (size_t i = 0; i < r.units.size(); ++i) {
+    EXPECT_EQ(back.units[i].name, r.units[i].name);
+    EXPECT_EQ(back.units[i].peak, r.units[i].peak);
+    EXPECT_EQ(back.units[i].best, r.units[i].best);
+  }
+  EXPECT_EQ(back.units_absent, r.units_absent);
+}
+
+TEST(Stranded, RowCrossoversSurviveTheJsonRoundTrip) {
+  DeviceReport r;
+  r.machine = machine_info();
+  for (long long rows : {-1ll, kNeverRows, 24ll}) {
+    RowCrossover c;
+    c.tier = "amx";
+    c.path = "int8";
+    c.vs = "cpu";
+    c.rows = rows;
+    c.points = {pt(1, 1e-3, 2e-3)};
+    r.row_crossovers = {c};
+    const DeviceReport back = report_from_json(json::parse(to_json(r).dump()));
+    ASSERT_EQ(back.row_crossovers.size(), 1u);
+    EXPECT_EQ(back.row_crossovers[0].rows, rows);
+    EXPECT_EQ(back.row_crossovers[0].points.size(), 1u);
+  }
+}
+
+TEST(StrandedCli, DevicesEndsWithTheStrandedTable) {
+  TempCacheDir cache;
+  const auto r = run_strand({"devices", "--quick"});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.out.find("stranded: every compute unit found here"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("FP32 FMA lanes"), std::string::npos);
+  const auto j = run_strand({"devices", "--quick", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.describe();
+  const json v = json::parse(j.out);
+  EXPECT_TRUE(v.contains("units"));
+  EXPECT_GE(v["units"].size(), 1u);
+}
