@@ -126,6 +126,7 @@ Command add_bench_model(CLI::App& parent) {
       "  strand bench model --backend 'cpu;blas,cpu' -t 1,2 --weights f32,f16,int8 -p 512 -n 128 -r 5\n"
       "  strand bench model -m ./gpt2 -o csv\n"
       "  strand bench model --backend cpu -p 0 -n 64 --weights f16 --profile\n"
+      "  strand bench model --backend 'amx,cpu;cpu' --weights bf16,int8 --profile   # on an AMX machine\n"
       "  strand bench model -m tests/fixtures/gpt2/tiny-f32 --backend naive -p 16 -n 4 --reps 2 --json");
   c.run = [a]() -> int { return run_bench_model(*a); };
   return c;

@@ -542,10 +542,19 @@ TEST(AmxTier, PackedWeightsFollowTheirTensor) {
     expect_product(a, w1, run(a, w1, true), "first weight");
     expect_product(a, w1, run(a, w1, true), "first weight again");
   }
-  for (int i = 0; i < 4; ++i) {  // new weights, likely at the address the last one had
-    const Tensor w2 = ints({K, N});
-    expect_product(a, w2, run(a, w2, true), "a new weight");
+  // A weight that goes away, and a new one at the very same address: packed again.
+  std::vector<float> mem(size_t(K * N));
+  auto weight_at_mem = [&](std::shared_ptr<void> owner) {
+    const Tensor v = ints({K, N});
+    std::memcpy(mem.data(), v.data, mem.size() * 4);
+    return Tensor::view_of(mem.data(), DType::F32, {K, N}, std::move(owner));
+  };
+  {
+    const Tensor w2 = weight_at_mem(std::make_shared<int>(1));
+    expect_product(a, w2, run(a, w2, true), "a weight");
   }
+  const Tensor w3 = weight_at_mem(std::make_shared<int>(2));  // the first owner is gone
+  expect_product(a, w3, run(a, w3, true), "a new weight at the old one's address");
   Tensor in = ints({K, N});
   expect_product(a, in, run(a, in, false), "an input");
   for (int64_t i = 0; i < in.numel(); ++i) in.ptr<float>()[i] = -in.ptr<float>()[i];  // same memory, new values

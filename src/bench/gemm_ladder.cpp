@@ -19,6 +19,7 @@
 
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
+#include "bench/gemm_tiles.h"
 #include "backends/onednn/onednn.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
@@ -26,6 +27,7 @@
 #include "core/rng.h"
 #include "devices/busy.h"
 #include "devices/probe.h"
+#include "core/rounding.h"
 
 #ifdef STRAND_HAVE_OPENBLAS
 #include <cblas.h>
@@ -327,6 +329,7 @@ std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool) {
   Rung dnn{"onednn", "oneDNN dnnl_sgemm", true, false, true, "", gemm_onednn};
   dnn.available = onednn_available(&dnn.why_not);
   r.push_back(dnn);
+  for (Rung& t : tile_rungs(pool)) r.push_back(std::move(t));  // amx-bf16, amx-int8, onednn-bf16
   return r;
 }
 
@@ -349,6 +352,7 @@ MachinePeak measure_peak(cpu::ThreadPool& pool) {
   const BusyVerdict v = judge_busy(busy.others_share(), std::max(spread, meter.best().spread));
   pk.busy = v.busy;
   pk.busy_detail = v.why;
+  measure_tile_peaks(pool, pk);
   return pk;
 }
 
@@ -409,16 +413,28 @@ double b_value(const void* B, DType d, size_t idx) {
   return d == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
-// Max error of C on sampled entries against float64, relative to the largest |reference|.
-double sampled_error(const GemmProblem& p, Rng& rng, int samples = 48) {
+// Values along K as a rung rounds them (row i of A, or column j of B): core/rounding.h's rules.
+std::vector<double> rounded_line(std::vector<float> v, Rounding r) {
+  const Tensor t = Tensor::view_of(v.data(), DType::F32, {int64_t(v.size())}, nullptr);
+  const Tensor d = round_to_f64(t, r);
+  return std::vector<double>(d.ptr<const double>(), d.ptr<const double>() + d.numel());
+}
+
+// Max error of C on sampled entries against float64 on the inputs rounded as the rung rounds
+// them, relative to the largest |reference|.
+double sampled_error(const GemmProblem& p, Rng& rng, Rounding ra = Rounding::None, Rounding rb = Rounding::None,
+                     int samples = 48) {
   double max_err = 0, max_ref = 0;
   for (int s = 0; s < samples; ++s) {
     const int64_t i = int64_t(rng.below(uint64_t(p.M))), j = int64_t(rng.below(uint64_t(p.N)));
-    double ref = 0;
+    std::vector<float> a(size_t(p.K)), b(size_t(p.K));
     for (int64_t k = 0; k < p.K; ++k) {
-      const size_t bi = size_t(p.trans_b ? j * p.K + k : k * p.N + j);
-      ref += double(p.A[i * p.K + k]) * b_value(p.B, p.b_dtype, bi);
+      a[size_t(k)] = p.A[i * p.K + k];
+      b[size_t(k)] = float(b_value(p.B, p.b_dtype, size_t(p.trans_b ? j * p.K + k : k * p.N + j)));
     }
+    const std::vector<double> ar = rounded_line(a, ra), br = rounded_line(b, rb);
+    double ref = 0;
+    for (int64_t k = 0; k < p.K; ++k) ref += ar[size_t(k)] * br[size_t(k)];
     const double c = p.C[i * p.N + j];
     max_err = std::max(max_err, std::isfinite(c) ? std::fabs(c - ref) : INFINITY);
     max_ref = std::max(max_ref, std::fabs(ref));
@@ -453,7 +469,9 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
   } else {
     for (const std::string& name : opt.rungs) {
       auto it = std::find_if(all.begin(), all.end(), [&](const Rung& r) { return r.name == name; });
-      if (it == all.end()) fail("--rungs: unknown rung '{}' (naive, blocked, simd, threads, packed, blas, onednn)", name);
+      if (it == all.end())
+        fail("--rungs: unknown rung '{}' (naive, blocked, simd, threads, packed, blas, onednn, amx-bf16, amx-int8, "
+             "onednn-bf16)", name);
       rungs.push_back(*it);
     }
     // Ladder order, whatever order they were named in.
@@ -480,7 +498,10 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
                     {"mem_read_gbs", pk.mem_read_gbs},
                     {"mem_reader", pk.mem_reader},
                     {"busy", pk.busy},
-                    {"busy_detail", pk.busy_detail}};
+                    {"busy_detail", pk.busy_detail},
+                    {"bf16_gflops", pk.bf16_gflops},
+                    {"bf16_unit", pk.bf16_unit},
+                    {"int8_gops", pk.int8_gops}};
   json rung_names = json::array();
   for (const Rung& r : rungs) rung_names.push_back(r.name);
   report["options"] = {{"threads", threads},          {"reps", opt.reps},
@@ -566,12 +587,14 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
         int rep = 0;
         if (predicted < 0.5) {  // warm-up (caches, page faults, thread wake-up); not timed
           p.B = b_of(rep++);
+          if (r.prepare) r.prepare(p);
           r.run(p);
         }
         const double cell_budget = std::max(3.0, 2.0 * predicted);
         for (int i = 0; i < opt.reps; ++i) {
           std::fill(C.begin(), C.end(), std::nanf(""));
           p.B = b_of(rep++);
+          if (r.prepare) r.prepare(p);  // packs this B once (untimed), as weights are packed at load
           const auto t0 = Clock::now();
           r.run(p);
           times.push_back(seconds_since(t0));
@@ -581,7 +604,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
         finish("error", e.what());
         continue;
       }
-      const double err = sampled_error(p, rng);
+      const double err = sampled_error(p, rng, r.a_rounding, r.b_rounding);
       std::vector<double> gf;
       for (double t : times) gf.push_back(flops / t * 1e-9);
       const double med = median(gf);
@@ -590,8 +613,12 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
       cell["gflops"] = med;
       cell["gflops_min"] = *std::min_element(gf.begin(), gf.end());
       cell["gflops_max"] = *std::max_element(gf.begin(), gf.end());
-      const double peak = r.threaded ? pk.fma_all_gflops : pk.fma_1t_gflops;
+      const double peak = r.peak == Rung::Peak::Bf16   ? pk.bf16_gflops
+                          : r.peak == Rung::Peak::Int8 ? pk.int8_gops
+                          : r.threaded                 ? pk.fma_all_gflops
+                                                       : pk.fma_1t_gflops;
       cell["pct_peak"] = peak > 0 ? json(100.0 * med / peak) : json(nullptr);
+      cell["peak_of"] = r.peak == Rung::Peak::Bf16 ? pk.bf16_unit : r.peak == Rung::Peak::Int8 ? "AMX tiles (tdpbssd)" : "FMA";
       const double bytes = double(dtype_size(dt)) * double(sh.K * sh.N) + 4.0 * double(sh.M * sh.K + sh.M * sh.N);
       cell["gbs"] = bytes / median(times) * 1e-9;
       cell["b_from_dram"] = cold_b && double(copies) * b_bytes > double(l3);
@@ -605,7 +632,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
                         : fmt::format("max relative error {:.2e} on sampled entries (tolerance {:.1e})", err, tol));
       // OpenBLAS and OpenMP workers spin for a while after a call: let them go to sleep
       // before the next rung is timed.
-      if (r.name == "blas" || r.name == "onednn") std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      if (r.name == "blas" || r.name.rfind("onednn", 0) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(150));
     }
   }
 
@@ -716,6 +743,12 @@ std::string ladder_markdown(const json& rep) {
     if (pk.value("busy", false))
       o << "- **measured on a BUSY machine** (" << pk.value("busy_detail", std::string()) << "): every figure reads low\n";
   }
+  if (pk.value("bf16_gflops", 0.0) > 0)
+    o << fmt::format("- bf16 peak (measured): {} {} GFLOP/s on all threads; the bf16 rungs' % peak is of it\n",
+                     pk["bf16_unit"].get<std::string>(), fmt_num(pk["bf16_gflops"]));
+  if (pk.value("int8_gops", 0.0) > 0)
+    o << fmt::format("- int8 peak (measured): AMX tiles (tdpbssd) {} GOP/s on all threads; amx-int8's % peak is of it\n",
+                     fmt_num(pk["int8_gops"]));
   o << fmt::format(
       "- each cell: median GFLOP/s over the timed repetitions (up to {}; fewer when a cell passes 3 s), min–max "
       "spread, % of the FMA peak (1-thread peak for 1-thread rungs, all-thread peak for the others), speedup over "

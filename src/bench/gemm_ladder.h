@@ -29,6 +29,10 @@ namespace strand::cpu {
 class ThreadPool;
 }
 
+namespace strand {
+enum class Rounding : uint8_t;  // core/rounding.h
+}
+
 namespace strand::bench {
 
 // C[M, N] = A[M, K] · B. Everything row-major and contiguous: lda = K, ldc = N, and B is
@@ -59,6 +63,14 @@ struct Rung {
   bool available = true;
   std::string why_not;      // when !available
   std::function<void(const GemmProblem&)> run;
+  // The reduced-precision rungs (bench/gemm_tiles.h):
+  // what the rung rounds A's rows and B's columns to (along K) before multiplying: the error
+  // check compares with float64 on inputs rounded so;
+  Rounding a_rounding{}, b_rounding{};  // {}: Rounding::None
+  // untimed work before each timed run (packing this B, once per B);
+  std::function<void(const GemmProblem&)> prepare = nullptr;
+  // the peak it is compared with: the FMA lanes, the bf16 unit, or the AMX int8 tiles.
+  enum class Peak { Fma, Bf16, Int8 } peak = Peak::Fma;
 };
 // Every rung in ladder order; `pool` is used by the threaded ones.
 std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool);
@@ -74,6 +86,10 @@ struct MachinePeak {
   std::string mem_reader;        // which reader reached it
   bool busy = false;             // measured while the machine was busy (devices/busy.h)
   std::string busy_detail;
+  // The reduced-precision units (bench/gemm_tiles.h), all threads; 0 where absent:
+  double bf16_gflops = 0;        // the fastest bf16 unit: AMX tiles (tdpbf16ps), else AVX-512-BF16 (vdpbf16ps)
+  std::string bf16_unit;         // which one
+  double int8_gops = 0;          // AMX tiles (tdpbssd)
 };
 // Runs the FMA loops and the bandwidth readers (about a second in all).
 MachinePeak measure_peak(cpu::ThreadPool& pool);

@@ -292,8 +292,9 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         }
         if (const auto it = bd.tiers.find(first); it != bd.tiers.end()) {
           peak = it->second.peak_gflops;
-          peak_src = fmt::format("{} FP32 peak at {} thread(s), measured by strand devices (an FMA loop)", first,
-                                 it->second.threads);
+          peak_src = first == "amx" ? fmt::format("amx measured bf16 tile peak at {} thread(s) (strand devices)", it->second.threads)
+                                    : fmt::format("{} FP32 peak at {} thread(s), measured by strand devices (an FMA loop)",
+                                                  first, it->second.threads);
         }
         // A GPU chain is held to its own ceilings: the measured bf16 tensor-core rate and the
         // device copy bandwidth (the HBM bound: weight bytes / copy bandwidth), not the host's.

@@ -111,6 +111,13 @@ std::string rate_str(double v, const std::string& unit) {
 
 }  // namespace
 
+double amx_bf16_loop_flops(double seconds) {
+  return amx_status().usable ? loop_rate(amx::hw_kernels()->peak_bf16, seconds) : 0;
+}
+double amx_int8_loop_ops(double seconds) {
+  return amx_status().usable ? loop_rate(amx::hw_kernels()->peak_int8, seconds) : 0;
+}
+
 long long crossover_rows_from_points(const std::vector<RowCrossoverPoint>& points) {
   if (points.empty()) return -1;
   std::vector<long long> candidates = {kNeverRows};
@@ -221,20 +228,19 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
     if (b->name() == "cpu" && b->probe().ok) cpu_tier = b;
   }
   if (amx.usable && amx_tier) {
-    const amx::KernelSet* k = amx::hw_kernels();
     ComputeUnit ub, ui;
     ub.name = "AMX tiles, bf16 (tdpbf16ps)";
-    ub.peak = on_every_thread([&] { return loop_rate(k->peak_bf16, secs / 2); }) / 1e9;
+    ub.peak = on_every_thread([&] { return amx_bf16_loop_flops(secs / 2); }) / 1e9;
     ub.peak_how = "independent tdpbf16ps, 4 accumulator tiles";
     ui.name = "AMX tiles, int8 (tdpbssd)";
     ui.unit = "GOP/s";
-    ui.peak = on_every_thread([&] { return loop_rate(k->peak_int8, secs / 2); }) / 1e9;
+    ui.peak = on_every_thread([&] { return amx_int8_loop_ops(secs / 2); }) / 1e9;
     ui.peak_how = "independent tdpbssd, 4 accumulator tiles";
     if (TierPeak* t = tier_row("amx")) {
       ub.best = t->measured_gflops;
       ub.best_tier = "amx";
       ub.best_how = fmt::format("GEMM {}, f32 weights as bf16 tiles", t->gemm_shape);
-      t->theoretical_gflops = ub.peak;  // the amx tier's peak is its tiles', not the FMA lanes'
+      t->peak_gflops = ub.peak;  // the amx tier's peak is its tiles', not the FMA lanes'
       t->why += "; peak: the measured bf16 tile peak";
     }
     {

@@ -67,5 +67,9 @@ std::string stranded_table(const DeviceReport& r);
 // `seconds`; 0 when this build has no such code or the CPU lacks the instruction.
 double bf16_dot_loop_flops(double seconds);  // vdpbf16ps zmm (AVX512_BF16): 64 FLOP each
 double fp16_fma_loop_flops(double seconds);  // vfmadd231ph zmm (AVX512_FP16): 64 FLOP each
+// The AMX tile loops (backends/amx/kernels.h) timed the same way: FLOP/s (bf16) and OP/s (int8)
+// of independent tdpbf16ps / tdpbssd on the calling thread; 0 where amx_status() is not usable.
+double amx_bf16_loop_flops(double seconds);
+double amx_int8_loop_ops(double seconds);
 
 }  // namespace strand

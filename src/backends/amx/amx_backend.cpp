@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "backends/amx/amx.h"
+#include "backends/amx/gemm.h"
 #include "backends/amx/kernels.h"
 #include "backends/amx/pack.h"
 #include "backends/cpu/cpu_ops.h"
@@ -25,9 +26,6 @@ using amx::KernelSet;
 
 bool is_product(OpKind k) { return k == OpKind::MatMul || k == OpKind::Linear; }
 bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
-// Work below this many multiply-adds per thread is not split over the pool.
-constexpr int64_t kMinMacsPerThread = int64_t(1) << 21;
 
 AmxStatus check_amx() {
   AmxStatus s;
@@ -117,7 +115,8 @@ class AmxBackend final : public Backend {
 
   std::mutex mu_;  // run() is not re-entrant: the scratch below is shared
   std::map<const void*, std::shared_ptr<PackedWeight>> weights_;
-  amx::AlignedBytes a_bf16_, a_q8_, a_scales_, k_tiles_, v_tiles_;
+  amx::GemmScratch scratch_;
+  amx::AlignedBytes k_tiles_, v_tiles_;
   std::vector<std::vector<float>> attn_scratch_;
 };
 
@@ -250,9 +249,6 @@ void AmxBackend::product(const Graph& g, const Node& nd, std::vector<Tensor>& va
   }
   if (M == 0 || N == 0) return;
   const std::shared_ptr<PackedWeight> pw = packed(g, nd.inputs[1], w, trans_b, int8);
-  const int64_t kb_w = int8 ? pw->int8->kb : pw->bf16->kb;
-  if (kb_w * amx::kTileDepth < K || (int8 ? pw->int8->N : pw->bf16->N) != N)
-    fail("amx: node {}: the weight {} does not fit a [{}, {}] x [{}, {}] product", nd.name, shape_str(w.shape), M, K, K, N);
 
   amx::Epilogue ep;
   ep.bias = bias.defined() ? bias.ptr<const float>() : nullptr;
@@ -261,33 +257,10 @@ void AmxBackend::product(const Graph& g, const Node& nd, std::vector<Tensor>& va
     ep.act = act->attrs.act;
     ep.act_fn = cpu::best_kernels().activation;
   }
-  cpu::ThreadPool* pool = &this->pool();
-  const int64_t kp = amx::round_up(K, amx::kTileDepth), mp = amx::round_up(M, amx::kTileRows);
-  const int64_t units = amx::gemm_units(M, N);
-  const int64_t min_units = std::max<int64_t>(1, kMinMacsPerThread / std::max<int64_t>(1, 32 * 32 * K));
-  const int64_t min_rows = std::max<int64_t>(16, kMinMacsPerThread / 16 / std::max<int64_t>(1, 8 * K));
-  if (!int8) {
-    a_bf16_.resize(size_t(mp * kp) * 2);
-    uint16_t* A = a_bf16_.as<uint16_t>();
-    cpu::parallel_ranges(pool, mp, 16, min_rows,
-                         [&](int64_t r0, int64_t r1) { k_->pack_a_bf16(a.ptr<const float>(), K, M, K, kp, A, r0, r1); });
-    amx::GemmBf16Args ga;
-    ga.M = M, ga.N = N, ga.K = K, ga.A = A, ga.kp = kp, ga.B = pw->bf16.get(), ga.C = out.ptr<float>(), ga.ldc = N;
-    ga.ep = ep;
-    cpu::parallel_ranges(pool, units, 1, min_units, [&](int64_t u0, int64_t u1) { k_->gemm_bf16(ga, u0, u1); });
-  } else {
-    a_q8_.resize(size_t(mp * kp));
-    a_scales_.resize(size_t(mp * (kp / amx::kTileDepth)) * sizeof(float));
-    int8_t* A = a_q8_.as<int8_t>();
-    float* S = a_scales_.as<float>();
-    cpu::parallel_ranges(pool, mp, 16, min_rows,
-                         [&](int64_t r0, int64_t r1) { k_->pack_a_q8(a.ptr<const float>(), K, M, K, kp, A, S, r0, r1); });
-    amx::GemmInt8Args gi;
-    gi.M = M, gi.N = N, gi.K = K, gi.A = A, gi.a_scales = S, gi.kp = kp, gi.B = pw->int8.get(), gi.C = out.ptr<float>();
-    gi.ldc = N;
-    gi.ep = ep;
-    cpu::parallel_ranges(pool, units, 1, min_units, [&](int64_t u0, int64_t u1) { k_->gemm_int8(gi, u0, u1); });
-  }
+  if (int8)
+    amx::matmul_int8(*k_, a.ptr<const float>(), K, M, K, *pw->int8, out.ptr<float>(), N, ep, &pool(), scratch_);
+  else
+    amx::matmul_bf16(*k_, a.ptr<const float>(), K, M, K, *pw->bf16, out.ptr<float>(), N, ep, &pool(), scratch_);
 }
 
 void AmxBackend::attention(const Node& nd, std::vector<Tensor>& values) {

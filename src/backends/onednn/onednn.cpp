@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <dnnl.h>
+#include <dnnl.hpp>
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -43,5 +44,59 @@ bool onednn_set_threads(int n) {
   fn(n);
   return true;
 }
+
+struct OnednnBf16Matmul::Impl {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  dnnl::memory::desc a_f32, a_bf16_md, c_md;
+  dnnl::memory a_bf16, weights;
+  dnnl::reorder to_bf16;
+  dnnl::matmul mm;
+  std::string impl;
+};
+
+OnednnBf16Matmul::OnednnBf16Matmul(int64_t M, int64_t N, int64_t K, const float* B, bool trans_b) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  auto* p = new Impl;
+  try {
+    p->a_f32 = dnnl::memory::desc({M, K}, dt::f32, tag::ab);
+    p->a_bf16_md = dnnl::memory::desc({M, K}, dt::bf16, tag::ab);
+    p->c_md = dnnl::memory::desc({M, N}, dt::f32, tag::ab);
+    const dnnl::memory::desc w_any({K, N}, dt::bf16, tag::any);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->a_bf16_md, w_any, p->c_md), p->eng);
+    p->impl = pd.impl_info_str();
+    // B as given (f32, [K, N] or its transpose), reordered once into oneDNN's bf16 layout.
+    const dnnl::memory::desc b_user({K, N}, dt::f32, trans_b ? tag::ba : tag::ab);
+    dnnl::memory b_mem(b_user, p->eng, const_cast<float*>(B));
+    p->weights = dnnl::memory(pd.weights_desc(), p->eng);
+    dnnl::reorder(b_mem, p->weights).execute(p->strm, b_mem, p->weights);
+    p->a_bf16 = dnnl::memory(p->a_bf16_md, p->eng);
+    p->to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(p->eng, p->a_f32, p->eng, p->a_bf16_md));
+    p->mm = dnnl::matmul(pd);
+    p->strm.wait();
+  } catch (const dnnl::error& e) {
+    delete p;
+    fail("onednn: bf16 matmul {}x{}x{}: {} (status {})", M, K, N, e.what(), int(e.status));
+  }
+  impl_ = p;
+}
+
+OnednnBf16Matmul::~OnednnBf16Matmul() { delete impl_; }
+
+void OnednnBf16Matmul::run(const float* A, float* C) {
+  Impl& p = *impl_;
+  try {
+    dnnl::memory a(p.a_f32, p.eng, const_cast<float*>(A));
+    dnnl::memory c(p.c_md, p.eng, C);
+    p.to_bf16.execute(p.strm, a, p.a_bf16);
+    p.mm.execute(p.strm, {{DNNL_ARG_SRC, p.a_bf16}, {DNNL_ARG_WEIGHTS, p.weights}, {DNNL_ARG_DST, c}});
+    p.strm.wait();
+  } catch (const dnnl::error& e) {
+    fail("onednn: bf16 matmul: {} (status {})", e.what(), int(e.status));
+  }
+}
+
+std::string OnednnBf16Matmul::implementation() const { return impl_->impl; }
 
 }  // namespace strand

@@ -17,4 +17,13 @@ void onednn_sgemm(int64_t, int64_t, int64_t, const float*, int64_t, const float*
 
 bool onednn_set_threads(int) { return false; }
 
+struct OnednnBf16Matmul::Impl {};
+
+OnednnBf16Matmul::OnednnBf16Matmul(int64_t, int64_t, int64_t, const float*, bool) {
+  fail("onednn: not built into this strand (oneDNN was not found at build time)");
+}
+OnednnBf16Matmul::~OnednnBf16Matmul() = default;
+void OnednnBf16Matmul::run(const float*, float*) { fail("onednn: not built into this strand"); }
+std::string OnednnBf16Matmul::implementation() const { return "not built"; }
+
 }  // namespace strand
