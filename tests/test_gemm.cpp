@@ -379,6 +379,8 @@ TEST(GemmLadder, EveryRungIsCorrectOnASmallSize) {
     const double tol = 2.0 * p.naive_err + kFloor;
     for (const bench::Rung& r : bench::gemm_rungs(pool)) {
       if (!r.available) continue;
+      // The bf16/int8 rungs round their inputs: judged at their precision in test_amx_cli.cpp.
+      if (r.a_rounding != Rounding{} || r.b_rounding != Rounding{}) continue;  // Rounding{}: none
       // The rungs take contiguous operands: repack A and B without padding.
       std::vector<float> A(size_t(s.M * s.K)), B(size_t(s.K * s.N));
       for (int64_t i = 0; i < s.M; ++i)
