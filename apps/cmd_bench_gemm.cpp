@@ -149,12 +149,12 @@ int run(const BenchGemmArgs& a, bool sizes_given) {
   else fail("--dtype: '{}' is not f32, f16 or bf16", a.dtype);
   for (const std::string& r : split_list(a.rungs)) o.rungs.push_back(r);
   if (!a.rungs.empty() && o.rungs.empty()) fail("--rungs: no rungs given (e.g. --rungs packed,blas,onednn)");
-  const std::vector<std::string> known = {"naive",  "blocked", "simd",     "threads",  "packed",
-                                         "blas",   "onednn",  "amx-bf16", "amx-int8", "onednn-bf16"};
+  const std::vector<std::string> known = {"naive",    "blocked",  "simd",       "threads",    "packed", "blas",
+                                         "onednn",   "amx-bf16", "amx-int8",   "avx512bf16", "onednn-bf16"};
   for (const std::string& r : o.rungs)
     if (std::find(known.begin(), known.end(), r) == known.end())
       fail("--rungs: unknown rung '{}' (naive, blocked, simd, threads, packed, blas, onednn, amx-bf16, amx-int8, "
-           "onednn-bf16)", r);
+           "avx512bf16, onednn-bf16)", r);
 
   json_silences_progress(format == "json");
   const nlohmann::json rep = bench::run_gemm_ladder(o, {});  // its progress line: core/progress.h
@@ -180,7 +180,8 @@ Command add_bench_gemm(CLI::App& parent) {
   app->add_option("-o,--format", args->format, "md, csv or json");
   app->add_flag("--json", args->json, "same as --format json: print exactly one JSON value");
   app->add_option("--rungs", args->rungs,
-                  "comma-separated subset of naive,blocked,simd,threads,packed,blas,onednn,amx-bf16,amx-int8,onednn-bf16");
+                  "comma-separated subset of naive,blocked,simd,threads,packed,blas,onednn,amx-bf16,amx-int8,avx512bf16,"
+                  "onednn-bf16");
   app->add_option("--max-seconds", args->max_seconds, "total time budget; cells past it are skipped");
   app->add_option("--max-cell-seconds", args->max_cell_seconds,
                   "skip a rung whose single run is predicted to take longer (naive at 2048 is skipped)");

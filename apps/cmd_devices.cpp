@@ -101,17 +101,17 @@ void print_human(const DeviceReport& r) {
   std::printf("tiers, fastest first (peak: an FMA loop on the cores the tier uses, measured; GEMM: best f32 matmul;\n"
               "GEMV: 1-row matmul with a weight far larger than L3, in GB/s of the bytes it must read, against the\n"
               "memory bound above)\n");
-  std::printf("  %-8s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", "tier", "usable", "threads", "peak GFLOP/s",
+  std::printf("  %-10s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", "tier", "usable", "threads", "peak GFLOP/s",
               "GEMM GFLOP/s", "(shape)", "% peak", "GEMV GB/s", "% memory");
   for (const TierPeak& t : r.tiers) {
-    std::printf("  %-8s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", t.tier.c_str(), t.usable ? "yes" : "no",
+    std::printf("  %-10s %-6s %7s %12s %12s %-16s %7s %10s %9s\n", t.tier.c_str(), t.usable ? "yes" : "no",
                 t.threads > 0 ? std::to_string(t.threads).c_str() : "-", num(t.peak_gflops).c_str(),
                 num(t.measured_gflops).c_str(), t.gemm_shape.empty() ? "" : ("(" + t.gemm_shape + ")").c_str(),
                 pct(t.measured_gflops, t.peak_gflops).c_str(), num(t.measured_bandwidth_gbs).c_str(),
                 t.device.empty() ? pct(t.measured_bandwidth_gbs, r.bandwidth_gbs).c_str() : "-");
   }
   std::printf("  why:\n");
-  for (const TierPeak& t : r.tiers) std::printf("    %-8s %s\n", t.tier.c_str(), t.why.c_str());
+  for (const TierPeak& t : r.tiers) std::printf("    %-10s %s\n", t.tier.c_str(), t.why.c_str());
   for (const TierPeak& t : r.tiers)
     if (!t.device.empty())
       std::printf("  %s (its own memory: GEMM is its bf16 tensor-core rate, GEMV its device copy bandwidth):\n    %s\n",

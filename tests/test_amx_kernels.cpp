@@ -56,7 +56,7 @@ double bf16_value(float x) { return double(bf16_to_f32(f32_to_bf16(x))); }
 
 std::shared_ptr<Backend> model_tier(int64_t min_rows = 1) {
   AmxOptions o;
-  o.model = true;
+  o.unit = AmxUnit::Model;
   o.min_rows_bf16 = o.min_rows_int8 = min_rows;
   return make_amx_backend(o);
 }
@@ -639,4 +639,86 @@ TEST(AmxHardware, TilePeakLoopsRun) {
   const amx::KernelSet& hw = *amx::hw_kernels();
   EXPECT_EQ(hw.peak_bf16(10), 10.0 * 4 * 16 * 16 * 32 * 2);
   EXPECT_EQ(hw.peak_int8(10), 10.0 * 4 * 16 * 16 * 64 * 2);
+}
+
+// ---- the bf16 kernels on AVX-512-BF16 (the avx512bf16 tier) -----------------------------------
+
+#define STRAND_SKIP_UNLESS_AVX512BF16()                                       \
+  do {                                                                         \
+    const AmxStatus st_ = avx512bf16_status();                                 \
+    if (!st_.usable) GTEST_SKIP() << "no AVX-512-BF16 kernels here: " << st_.reason; \
+  } while (0)
+
+TEST(Avx512Bf16, GemmEveryTailAgainstFloat64OnRoundedInputs) {
+  STRAND_SKIP_UNLESS_AVX512BF16();
+  const amx::KernelSet& k = *amx::avx512bf16_kernels();
+  EXPECT_EQ(k.gemm_int8, nullptr);  // bf16 only
+  for (uint64_t seed : seeds())
+    for (const auto& sh : kShapes) {
+      const int64_t M = sh[0], K = sh[1], N = sh[2];
+      Rng rng(seed * 3000 + uint64_t(M * 7 + K * 3 + N));
+      const Tensor A = random_f32({M, K}, rng), B = random_f32({K, N}, rng), bias = random_f32({N}, rng);
+      const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
+      const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16);
+      std::vector<uint16_t> ap(size_t(mp * kp));
+      k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, mp);
+      Poisoned C(M, N);
+      amx::GemmBf16Args g;
+      g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.C = C.c.data(), g.ldc = C.ldc;
+      g.ep.bias = bias.ptr<float>();
+      const int64_t units = amx::gemm_units(M, N);
+      k.gemm_bf16(g, 0, units / 2);
+      k.gemm_bf16(g, units / 2, units);
+      std::vector<double> a(size_t(M * K)), b(size_t(K * N)), bs;
+      for (int64_t i = 0; i < M * K; ++i) a[size_t(i)] = bf16_value(A.ptr<float>()[i]);
+      for (int64_t i = 0; i < K * N; ++i) b[size_t(i)] = bf16_value(B.ptr<float>()[i]);
+      for (int64_t j = 0; j < N; ++j) bs.push_back(bias.ptr<float>()[j]);
+      const ProductCheck pc = check_product(a, b, bs, M, K, N, C.c.data(), C.ldc);
+      EXPECT_TRUE(pc.pass()) << fmt::format("vdpbf16ps {}x{}x{}: err {:.3g} > 2 x naive {:.3g} (unwritten {}) STRAND_SEED={}",
+                                            M, K, N, pc.err, pc.naive_err, pc.unwritten, seed);
+      EXPECT_TRUE(C.gap_untouched(M, N)) << "wrote past column N";
+    }
+}
+
+TEST(Avx512Bf16, TierWithin2xNaiveAtItsPrecisionOnEveryCase) {
+  STRAND_SKIP_UNLESS_AVX512BF16();
+  AmxOptions o;
+  o.unit = AmxUnit::Avx512Bf16;
+  o.min_rows_bf16 = 1;
+  o.min_attention_queries = 1;
+  const std::shared_ptr<Backend> t = make_amx_backend(o);
+  ASSERT_TRUE(t->probe().ok) << t->probe().reason;
+  EXPECT_EQ(t->name(), "avx512bf16");
+  for (uint64_t seed : seeds()) {
+    std::vector<OpCase> cases = random_op_cases(seed, 4);
+    for (const OpCase& c : large_op_cases(seed)) cases.push_back(c);
+    int ran = 0;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const OpCheck r = check_op(cases[i], t, seed + i);
+      if (!r.supported) continue;
+      ++ran;
+      EXPECT_TRUE(r.pass) << r.label << ": err " << r.err << " > " << r.tolerance << " (naive at " << r.precision
+                          << ": " << r.naive_err << ")" << (r.unwritten ? " [unwritten]" : "") << " " << r.reason
+                          << " STRAND_SEED=" << seed;
+    }
+    EXPECT_GT(ran, 20);
+  }
+}
+
+TEST(Avx512Bf16, RunsOnlyWhenNamedAndDeclinesInt8) {
+  for (const auto& b : make_chain("auto")) EXPECT_NE(b->name(), "avx512bf16");
+  std::shared_ptr<Backend> tier;
+  for (const auto& b : all_backends())
+    if (b->name() == "avx512bf16") tier = b;
+  ASSERT_TRUE(tier) << "the registry has no avx512bf16 tier";
+  EXPECT_FALSE(tier->in_default_chain());
+  const AmxStatus s = avx512bf16_status();
+  EXPECT_EQ(tier->probe().ok, s.usable) << tier->probe().reason;
+  if (!s.usable) return;
+  const auto chain = make_chain("avx512bf16,cpu");
+  ASSERT_EQ(chain.size(), 2u);
+  const OneNode q8 = product_graph(64, 96, 40, DType::Q8, false);
+  const Verdict v = chain[0]->supports(q8.g, q8.g.node(q8.node));
+  EXPECT_FALSE(v.ok);
+  EXPECT_NE(v.reason.find("no int8 tile product"), std::string::npos) << v.reason;
 }

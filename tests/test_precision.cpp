@@ -142,7 +142,7 @@ TEST(Precision, RoundedInputsAreTheRule) {
 
 TEST(Precision, AmxOnTheInstructionModelPassesValidate) {
   AmxOptions ao;
-  ao.model = true;
+  ao.unit = AmxUnit::Model;
   ao.min_rows_bf16 = ao.min_rows_int8 = 1;
   ao.min_attention_queries = 1;
   ValidateOptions o;

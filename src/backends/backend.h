@@ -119,6 +119,9 @@ class Backend {
 
   // What it rounds node `n`'s inputs to (see Precision). Asked only for nodes it supports.
   virtual Precision precision(const Graph& g, const Node& n) const { return {}; }
+  // Whether it joins the chains strand makes by default ("auto"). A tier that changes what is
+  // computed (a lower precision) for a modest gain says false: it runs only when named.
+  virtual bool in_default_chain() const { return true; }
 
   // Run `nodes` of `g` in order. `values` holds a tensor per value id: inputs, weights and
   // state are bound; every output of these nodes is allocated (activation_dtype, contiguous).

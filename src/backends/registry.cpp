@@ -15,6 +15,9 @@ std::vector<std::shared_ptr<Backend>> all_backends() {
   v.push_back(make_coreml_backend());  // the Apple Neural Engine through Core ML (a stub off Apple)
   v.push_back(make_cuda_backend());    // an NVIDIA GPU (a stub when the CUDA toolkit was not found)
   v.push_back(make_amx_backend());     // Intel AMX tiles (its probe says why not, where there is none)
+  AmxOptions bf16;
+  bf16.unit = AmxUnit::Avx512Bf16;
+  v.push_back(make_amx_backend(bf16));  // the amx tier's bf16 kernels on AVX-512-BF16: only when named
   v.push_back(make_blas_backend());
   v.push_back(make_cpu_backend());
   v.push_back(make_naive_backend());
@@ -28,7 +31,7 @@ std::vector<std::shared_ptr<Backend>> make_chain(const std::string& spec) {
   std::vector<std::shared_ptr<Backend>> chain;
   if (spec.empty() || spec == "auto") {
     for (const auto& b : all)
-      if (b->probe().ok) chain.push_back(b);
+      if (b->probe().ok && b->in_default_chain()) chain.push_back(b);
     return chain;
   }
   size_t pos = 0;

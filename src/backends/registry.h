@@ -14,7 +14,8 @@ namespace strand {
 std::vector<std::shared_ptr<Backend>> all_backends();
 
 // The fallback chain from a comma-separated list of tier names ("cpu,naive"); "auto" or ""
-// means every usable tier, fastest first. An unknown or unusable name is an error saying why.
+// means every usable tier that joins default chains (Backend::in_default_chain), fastest
+// first. An unknown or unusable name is an error saying why.
 std::vector<std::shared_ptr<Backend>> make_chain(const std::string& spec);
 
 // The float64 reference (never in a chain).

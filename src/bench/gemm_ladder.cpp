@@ -471,7 +471,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
       auto it = std::find_if(all.begin(), all.end(), [&](const Rung& r) { return r.name == name; });
       if (it == all.end())
         fail("--rungs: unknown rung '{}' (naive, blocked, simd, threads, packed, blas, onednn, amx-bf16, amx-int8, "
-             "onednn-bf16)", name);
+             "avx512bf16, onednn-bf16)", name);
       rungs.push_back(*it);
     }
     // Ladder order, whatever order they were named in.
@@ -501,7 +501,8 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
                     {"busy_detail", pk.busy_detail},
                     {"bf16_gflops", pk.bf16_gflops},
                     {"bf16_unit", pk.bf16_unit},
-                    {"int8_gops", pk.int8_gops}};
+                    {"int8_gops", pk.int8_gops},
+                    {"avx512_bf16_gflops", pk.avx512_bf16_gflops}};
   json rung_names = json::array();
   for (const Rung& r : rungs) rung_names.push_back(r.name);
   report["options"] = {{"threads", threads},          {"reps", opt.reps},
@@ -613,12 +614,16 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
       cell["gflops"] = med;
       cell["gflops_min"] = *std::min_element(gf.begin(), gf.end());
       cell["gflops_max"] = *std::max_element(gf.begin(), gf.end());
-      const double peak = r.peak == Rung::Peak::Bf16   ? pk.bf16_gflops
-                          : r.peak == Rung::Peak::Int8 ? pk.int8_gops
-                          : r.threaded                 ? pk.fma_all_gflops
-                                                       : pk.fma_1t_gflops;
+      const double peak = r.peak == Rung::Peak::Bf16         ? pk.bf16_gflops
+                          : r.peak == Rung::Peak::Int8       ? pk.int8_gops
+                          : r.peak == Rung::Peak::Avx512Bf16 ? pk.avx512_bf16_gflops
+                          : r.threaded                       ? pk.fma_all_gflops
+                                                             : pk.fma_1t_gflops;
       cell["pct_peak"] = peak > 0 ? json(100.0 * med / peak) : json(nullptr);
-      cell["peak_of"] = r.peak == Rung::Peak::Bf16 ? pk.bf16_unit : r.peak == Rung::Peak::Int8 ? "AMX tiles (tdpbssd)" : "FMA";
+      cell["peak_of"] = r.peak == Rung::Peak::Bf16         ? pk.bf16_unit
+                        : r.peak == Rung::Peak::Int8       ? "AMX tiles (tdpbssd)"
+                        : r.peak == Rung::Peak::Avx512Bf16 ? "AVX-512-BF16 (vdpbf16ps)"
+                                                           : "FMA";
       const double bytes = double(dtype_size(dt)) * double(sh.K * sh.N) + 4.0 * double(sh.M * sh.K + sh.M * sh.N);
       cell["gbs"] = bytes / median(times) * 1e-9;
       cell["b_from_dram"] = cold_b && double(copies) * b_bytes > double(l3);
@@ -746,6 +751,9 @@ std::string ladder_markdown(const json& rep) {
   if (pk.value("bf16_gflops", 0.0) > 0)
     o << fmt::format("- bf16 peak (measured): {} {} GFLOP/s on all threads; the bf16 rungs' % peak is of it\n",
                      pk["bf16_unit"].get<std::string>(), fmt_num(pk["bf16_gflops"]));
+  if (pk.value("avx512_bf16_gflops", 0.0) > 0 && pk["bf16_unit"] != "AVX-512-BF16 (vdpbf16ps)")
+    o << fmt::format("- AVX-512-BF16 peak (measured): {} GFLOP/s on all threads (the avx512bf16 rung's % peak)\n",
+                     fmt_num(pk["avx512_bf16_gflops"]));
   if (pk.value("int8_gops", 0.0) > 0)
     o << fmt::format("- int8 peak (measured): AMX tiles (tdpbssd) {} GOP/s on all threads; amx-int8's % peak is of it\n",
                      fmt_num(pk["int8_gops"]));

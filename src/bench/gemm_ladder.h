@@ -69,8 +69,8 @@ struct Rung {
   Rounding a_rounding{}, b_rounding{};  // {}: Rounding::None
   // untimed work before each timed run (packing this B, once per B);
   std::function<void(const GemmProblem&)> prepare = nullptr;
-  // the peak it is compared with: the FMA lanes, the bf16 unit, or the AMX int8 tiles.
-  enum class Peak { Fma, Bf16, Int8 } peak = Peak::Fma;
+  // the peak it is compared with: the FMA lanes, the bf16 unit, the AMX int8 tiles, vdpbf16ps.
+  enum class Peak { Fma, Bf16, Int8, Avx512Bf16 } peak = Peak::Fma;
 };
 // Every rung in ladder order; `pool` is used by the threaded ones.
 std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool);
@@ -90,6 +90,7 @@ struct MachinePeak {
   double bf16_gflops = 0;        // the fastest bf16 unit: AMX tiles (tdpbf16ps), else AVX-512-BF16 (vdpbf16ps)
   std::string bf16_unit;         // which one
   double int8_gops = 0;          // AMX tiles (tdpbssd)
+  double avx512_bf16_gflops = 0; // AVX-512-BF16 (vdpbf16ps), where present
 };
 // Runs the FMA loops and the bandwidth readers (about a second in all).
 MachinePeak measure_peak(cpu::ThreadPool& pool);

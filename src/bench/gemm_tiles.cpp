@@ -52,7 +52,7 @@ PerB<OnednnBf16Matmul> g_dnn;
 amx::GemmScratch g_scratch;
 
 amx::PackedBf16& packed_bf16(const GemmProblem& p) {
-  need_f32_b(p, "amx-bf16");
+  need_f32_b(p, "bf16");
   return g_bf16.get(p, [&] { return std::make_unique<amx::PackedBf16>(amx::pack_b_bf16(p.B, p.b_dtype, p.K, p.N, p.trans_b)); });
 }
 
@@ -101,6 +101,18 @@ std::vector<Rung> tile_rungs(cpu::ThreadPool& pool) {
   i.prepare = [](const GemmProblem& p) { packed_int8(p); };
   i.peak = Rung::Peak::Int8;
   r.push_back(i);
+  const AmxStatus v = avx512bf16_status();
+  Rung a{"avx512bf16", "strand's bf16 tile kernels on AVX-512-BF16 (vdpbf16ps): B packed once, A rounded per call, all threads",
+         true, false, v.usable, v.usable ? "" : v.reason,
+         [&pool](const GemmProblem& p) {
+           const amx::KernelSet* k = amx::avx512bf16_kernels();
+           if (!k) fail("avx512bf16 rung: {}", avx512bf16_status().reason);
+           amx::matmul_bf16(*k, p.A, p.K, p.M, p.K, packed_bf16(p), p.C, p.N, {}, &pool, g_scratch);
+         }};
+  a.a_rounding = a.b_rounding = Rounding::BF16;
+  a.prepare = [](const GemmProblem& p) { packed_bf16(p); };
+  a.peak = Rung::Peak::Avx512Bf16;
+  r.push_back(a);
   Rung d{"onednn-bf16", "oneDNN bf16 matmul, B reordered once into oneDNN's layout, A converted per call", true, false,
          true, "", [](const GemmProblem& p) { onednn_bf16(p).run(p.A, p.C); }};
   d.available = onednn_available(&d.why_not);
@@ -130,13 +142,14 @@ void measure_tile_peaks(cpu::ThreadPool& pool, MachinePeak& pk) {
     for (double x : v) s += x;
     return s * 1e-9;
   };
+  if (cpu_features().avx512_bf16) pk.avx512_bf16_gflops = all_threads(bf16_dot_loop_flops);
   if (amx_status().usable) {
     pk.bf16_gflops = all_threads(amx_bf16_loop_flops);
     pk.bf16_unit = "AMX tiles (tdpbf16ps)";
     pk.int8_gops = all_threads(amx_int8_loop_ops);
-  } else if (cpu_features().avx512_bf16) {
-    pk.bf16_gflops = all_threads(bf16_dot_loop_flops);
-    pk.bf16_unit = pk.bf16_gflops > 0 ? "AVX-512-BF16 (vdpbf16ps)" : "";
+  } else if (pk.avx512_bf16_gflops > 0) {
+    pk.bf16_gflops = pk.avx512_bf16_gflops;
+    pk.bf16_unit = "AVX-512-BF16 (vdpbf16ps)";
   }
 }
 

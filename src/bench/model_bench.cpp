@@ -201,7 +201,7 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
   if (!chains_named) {
     std::vector<std::string> usable;
     for (const auto& b : all_backends())
-      if (b->probe().ok) usable.push_back(b->name());
+      if (b->probe().ok && b->in_default_chain()) usable.push_back(b->name());
     for (size_t i = 0; i < usable.size(); ++i) {
       std::string c;
       for (size_t j = i; j < usable.size(); ++j) c += (c.empty() ? "" : ",") + usable[j];
@@ -292,9 +292,10 @@ ModelBenchReport run_model_bench(const ModelBenchOptions& opt) {
         }
         if (const auto it = bd.tiers.find(first); it != bd.tiers.end()) {
           peak = it->second.peak_gflops;
-          peak_src = first == "amx" ? fmt::format("amx measured bf16 tile peak at {} thread(s) (strand devices)", it->second.threads)
-                                    : fmt::format("{} FP32 peak at {} thread(s), measured by strand devices (an FMA loop)",
-                                                  first, it->second.threads);
+          peak_src = first == "amx"          ? fmt::format("amx measured bf16 tile peak at {} thread(s) (strand devices)", it->second.threads)
+                     : first == "avx512bf16" ? fmt::format("avx512bf16 measured vdpbf16ps peak at {} thread(s) (strand devices)", it->second.threads)
+                                             : fmt::format("{} FP32 peak at {} thread(s), measured by strand devices (an FMA loop)",
+                                                           first, it->second.threads);
         }
         // A GPU chain is held to its own ceilings: the measured bf16 tensor-core rate and the
         // device copy bandwidth (the HBM bound: weight bytes / copy bandwidth), not the host's.

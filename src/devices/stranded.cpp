@@ -198,13 +198,31 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
       }
     r.units.push_back(u);
   }
-  // AVX-512-BF16 and -FP16: present on some CPUs; no tier computes with them yet.
+  std::shared_ptr<Backend> cpu_tier;
+  for (const auto& b : all)
+    if (b->name() == "cpu" && b->probe().ok) cpu_tier = b;
+  // AVX-512-BF16: the avx512bf16 tier (the amx tier's bf16 kernels on vdpbf16ps) when usable.
   if (f.avx512_bf16) {
     ComputeUnit u;
     u.name = "AVX-512-BF16 (vdpbf16ps)";
     u.peak = on_every_thread([&] { return bf16_dot_loop_flops(secs / 2); }) / 1e9;
     u.peak_how = "independent vdpbf16ps";
     u.best_how = "no strand tier uses it";
+    if (TierPeak* t = tier_row("avx512bf16"); t && t->usable && u.peak > 0) {
+      u.best = t->measured_gflops;
+      u.best_tier = t->tier;
+      u.best_how = fmt::format("GEMM {}, f32 weights as bf16 tiles, only when named", t->gemm_shape);
+      t->peak_gflops = u.peak;  // its peak is vdpbf16ps's, not the FMA lanes'
+      t->why += "; peak: the measured vdpbf16ps peak";
+      if (cpu_tier) {
+        AmxOptions o;
+        o.unit = AmxUnit::Avx512Bf16;
+        o.min_rows_bf16 = 1;  // measure every size
+        auto every = make_amx_backend(o);
+        r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, DType::F32, budget.crossover_m,
+                                                         budget.crossover_kn, budget.seconds_per_measurement / 6));
+      }
+    }
     if (u.peak > 0) r.units.push_back(u);
   } else {
     r.units_absent.push_back("AVX-512-BF16 (not in CPUID)");
@@ -222,11 +240,9 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
 
   // The AMX unit.
   const AmxStatus amx = amx_status();
-  std::shared_ptr<Backend> amx_tier, cpu_tier;
-  for (const auto& b : all) {
+  std::shared_ptr<Backend> amx_tier;
+  for (const auto& b : all)
     if (b->name() == "amx" && b->probe().ok) amx_tier = b;
-    if (b->name() == "cpu" && b->probe().ok) cpu_tier = b;
-  }
   if (amx.usable && amx_tier) {
     ComputeUnit ub, ui;
     ub.name = "AMX tiles, bf16 (tdpbf16ps)";
@@ -358,11 +374,11 @@ std::string stranded_table(const DeviceReport& r) {
   std::string s;
   s += "stranded: every compute unit found here, its measured peak (independent instructions on every thread), the\n"
        "best a strand tier reaches on it, and the share left idle\n";
-  s += fmt::format("  {:<30} {:>15} {:<6} {:>15} {:>6}  {}\n", "unit", "peak", "tier", "reaches", "idle", "(what reaches it)");
+  s += fmt::format("  {:<30} {:>15} {:<10} {:>15} {:>6}  {}\n", "unit", "peak", "tier", "reaches", "idle", "(what reaches it)");
   double top = 0, best = 0;
   std::string top_name, best_name;
   for (const ComputeUnit& u : r.units) {
-    s += fmt::format("  {:<30} {:>15} {:<6} {:>15} {:>5.0f}%  ({})\n", u.name, rate_str(u.peak, u.unit),
+    s += fmt::format("  {:<30} {:>15} {:<10} {:>15} {:>5.0f}%  ({})\n", u.name, rate_str(u.peak, u.unit),
                      u.best_tier.empty() ? "-" : u.best_tier, u.best > 0 ? rate_str(u.best, u.unit) : "0",
                      100.0 * u.stranded(), u.best_how);
     if (u.unit == "GFLOP/s" && u.peak > top) top = u.peak, top_name = u.name;

@@ -6,7 +6,9 @@
 //   FP32 FMA lanes     peak: cpu::fma_loop_flops (the widest FMA this CPU runs);
 //                      best: the highest f32 GEMM of the tiers that compute on them (cpu, blas,
 //                      naive), from the tiers table;
-//   AVX-512-BF16       (CPUID avx512_bf16) peak: independent vdpbf16ps; no tier uses it yet;
+//   AVX-512-BF16       (CPUID avx512_bf16) peak: independent vdpbf16ps; best: the avx512bf16
+//                      tier's f32-weight GEMM from the tiers table (a tier that runs only when
+//                      named: in the default chains this unit stays idle);
 //   AVX-512-FP16       (CPUID avx512_fp16) peak: independent vfmadd231ph; no tier uses it yet;
 //   AMX tiles bf16     (amx usable) peak: independent TDPBF16PS; best: the amx tier's f32-weight
 //                      GEMM from the tiers table (bf16 tiles);
@@ -14,8 +16,8 @@
 //                      (512 x 768 · 768 x 3072, GPT-2's MLP);
 //   a GPU, the ANE     listed as not found, with why, until a tier for them is built here.
 // Where the amx tier is usable it also measures the amx tier's row crossovers against the cpu
-// tier (bf16 path with f32 weights, int8 path with q8 weights), which the amx tier then reads
-// from the device cache (cached_row_crossovers).
+// tier (bf16 path with f32 weights, int8 path with q8 weights), and the avx512bf16 tier's (bf16),
+// which the tiers then read from the device cache (cached_row_crossovers).
 #pragma once
 
 #include <memory>
@@ -31,8 +33,8 @@
 
 namespace strand {
 
-// Fills r.units, r.units_absent and (amx usable) r.row_crossovers; sets the amx tier's peak in
-// r.tiers to its measured bf16 tile peak. Runs after the tiers' GEMMs have been measured.
+// Fills r.units, r.units_absent and r.row_crossovers; sets the amx (avx512bf16) tier's peak in
+// r.tiers to the measured bf16 tile (vdpbf16ps) peak. Runs after the tiers' GEMMs are measured.
 void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, const ProbeBudget& budget,
                            DeviceReport& r);
 

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "backends/amx/amx.h"
 #include "backends/naive/naive.h"
 #include "backends/blas/blas.h"
 #include "backends/registry.h"
@@ -542,6 +543,10 @@ ValidateReport run_validate(const ValidateOptions& opt) {
       tiers.push_back(make_blas_backend(
           BlasOptions{BlasCrossover{0, false, "validate: every product, whatever the measured crossover"}, 0}));
       ti.reason += "; checked on every product, whatever its crossover";
+    } else if (std::unique_ptr<Backend> every = v.ok ? amx_without_crossover(*b) : nullptr) {
+      // Likewise the tile tiers (amx, avx512bf16): every product, attention from one query.
+      tiers.push_back(std::move(every));
+      ti.reason += "; checked on every product and prefill attention, whatever its crossover";
     } else if (v.ok) {
       tiers.push_back(b);
     }

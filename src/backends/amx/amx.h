@@ -19,8 +19,11 @@
 //
 // Where AMX is missing (the CPU, the OS's XCR0, or Linux's permission), probe() says which
 // check failed. The same kernels also run on a C++ model of the tile instructions
-// (AmxOptions::model): slow, on any machine, so that the tests prove the kernels' layouts
-// everywhere and validate can run the whole tier where there is no AMX.
+// (AmxUnit::Model): slow, on any machine, so that the tests prove the kernels' layouts
+// everywhere and validate can run the whole tier where there is no AMX. And the bf16 kernels
+// run on AVX-512-BF16 as a tier of their own, `avx512bf16` (AmxUnit::Avx512Bf16), which a
+// user names to get bf16 products on a CPU without AMX (the registry lists it; it joins no
+// default chain, since it changes what is computed for a smaller gain).
 #pragma once
 
 #include <cstdint>
@@ -46,10 +49,17 @@ struct AmxStatus {
 };
 AmxStatus amx_status();
 
+// What the tier's kernels run on.
+enum class AmxUnit : uint8_t {
+  Tiles,       // the AMX instructions: the tier `amx`
+  Model,       // the C++ model of them (any machine; slow): the tier `amx` in tests, and
+               // validating the kernels and their precision where there is no AMX
+  Avx512Bf16,  // AVX-512-BF16 (vdpbf16ps) instead of tiles, bf16 only: the tier `avx512bf16`,
+               // for CPUs without AMX; run only when named (never in a default chain)
+};
+
 struct AmxOptions {
-  // Run the kernels on the C++ model of the instructions instead (any machine; slow): tests,
-  // and validating the tier's kernels and precision where there is no AMX.
-  bool model = false;
+  AmxUnit unit = AmxUnit::Tiles;
   // Smallest M the tier takes, per path; 0: the measured crossover, else kAmxDefaultMinRows.
   int64_t min_rows_bf16 = 0;
   int64_t min_rows_int8 = 0;
@@ -59,6 +69,14 @@ struct AmxOptions {
 
 std::unique_ptr<Backend> make_amx_backend(const AmxOptions& opt = {});
 
+// Whether this machine runs the avx512bf16 tier, and if not why (the build, CPUID).
+AmxStatus avx512bf16_status();
+
+// When `b` is a tier made by make_amx_backend: the same tier taking every product from one row
+// and attention from one query (validate checks it on every case, whatever its crossover);
+// otherwise nullptr.
+std::unique_ptr<Backend> amx_without_crossover(const Backend& b);
+
 // The rows from which the tier takes products at `threads` threads, and where that came from
 // ("measured, cache ~/.cache/strand/devices.json" or the default and why).
 struct AmxCrossover {
@@ -66,6 +84,6 @@ struct AmxCrossover {
   bool measured = false;
   std::string source;
 };
-AmxCrossover amx_crossover_for(int threads);
+AmxCrossover amx_crossover_for(int threads, const std::string& tier = "amx");
 
 }  // namespace strand

@@ -82,24 +82,35 @@ class AmxBackend final : public Backend {
     attn_min_ = opt.min_attention_queries > 0 ? opt.min_attention_queries : kAmxAttnMinQueries;
   }
 
-  std::string name() const override { return "amx"; }
+  std::string name() const override { return bf16_only() ? "avx512bf16" : "amx"; }
   std::string description() const override {
-    return opt_.model ? "Intel AMX kernels on a C++ model of the tile instructions (no AMX used: tests, slow)"
-                      : "Intel AMX tiles: bf16/int8 matrix products and prefill attention, f32 accumulation";
+    switch (opt_.unit) {
+      case AmxUnit::Model: return "Intel AMX kernels on a C++ model of the tile instructions (no AMX used: tests, slow)";
+      case AmxUnit::Avx512Bf16:
+        return "the amx tier's bf16 kernels on AVX-512-BF16 (vdpbf16ps): bf16 products and prefill attention, f32 "
+               "accumulation; only when named";
+      case AmxUnit::Tiles: break;
+    }
+    return "Intel AMX tiles: bf16/int8 matrix products and prefill attention, f32 accumulation";
   }
   Verdict probe() const override {
-    if (opt_.model) return Verdict::yes("the C++ model of the tile instructions (no AMX used)");
+    if (opt_.unit == AmxUnit::Model) return Verdict::yes("the C++ model of the tile instructions (no AMX used)");
     if (!status_.usable) return Verdict::no(status_.reason);
-    return Verdict::yes(fmt::format("{}; {} threads; products from {} rows (bf16) / {} rows (int8) ({}), attention "
-                                    "from {} queries",
-                                    status_.reason, pool().size(), rows_bf16_, rows_int8_, cross_.source, attn_min_));
+    const std::string rows = bf16_only() ? fmt::format("products from {} rows", rows_bf16_)
+                                         : fmt::format("products from {} rows (bf16) / {} rows (int8)", rows_bf16_, rows_int8_);
+    return Verdict::yes(fmt::format("{}; {} threads; {} ({}), attention from {} queries{}", status_.reason,
+                                    pool().size(), rows, cross_.source, attn_min_,
+                                    bf16_only() ? "; joins no default chain: name it in --backend" : ""));
   }
+  bool in_default_chain() const override { return !bf16_only(); }
+  const AmxOptions& options() const { return opt_; }
   Verdict supports(const Graph& g, const Node& n) const override;
   Precision precision(const Graph& g, const Node& n) const override;
   void run(const Graph& g, std::span<const NodeId> nodes, std::vector<Tensor>& values) override;
 
  private:
   cpu::ThreadPool& pool() const { return cpu::ThreadPool::global(); }
+  bool bf16_only() const { return opt_.unit == AmxUnit::Avx512Bf16; }
   Verdict supports_product(const Graph& g, const Node& n) const;
   // The producer of an activation's input, when the activation can be fused into it.
   const Node* fusable_producer(const Graph& g, const Node& act) const;
@@ -131,8 +142,11 @@ Verdict AmxBackend::supports_product(const Graph& g, const Node& n) const {
   std::string path;
   int64_t min_rows = 0;
   if (is_float_weight(w.dtype)) {
-    path = fmt::format("bf16 tiles (TDPBF16PS){}", w.dtype == DType::BF16 ? "" : fmt::format(", {} weights rounded to bf16 once", dtype_name(w.dtype)));
+    path = fmt::format("bf16 {}{}", bf16_only() ? "tiles on vdpbf16ps" : "tiles (TDPBF16PS)",
+                       w.dtype == DType::BF16 ? "" : fmt::format(", {} weights rounded to bf16 once", dtype_name(w.dtype)));
     min_rows = rows_bf16_;
+  } else if (w.dtype == DType::Q8 && bf16_only()) {
+    return Verdict::no("q8 weights: no int8 tile product here (AVX512_VNNI multiplies unsigned by signed bytes)");
   } else if (w.dtype == DType::Q8) {
     path = "int8 tiles (TDPBSSD) with the q8 block scales, activations quantized per row";
     min_rows = rows_int8_;
@@ -346,9 +360,22 @@ AmxStatus amx_status() {
   return s;
 }
 
-AmxCrossover amx_crossover_for(int threads) {
+AmxStatus avx512bf16_status() {
+  AmxStatus s;
+  if (amx::avx512bf16_kernels()) {
+    s.usable = true;
+    s.reason = "AVX512_BF16 (vdpbf16ps)";
+  } else if (!cpu_features().avx512_bf16) {
+    s.reason = "no AVX512_BF16 in CPUID";
+  } else {
+    s.reason = "not built: the compiler that built strand has no -mavx512bf16";
+  }
+  return s;
+}
+
+AmxCrossover amx_crossover_for(int threads, const std::string& tier) {
   AmxCrossover c;
-  const CachedRowCrossovers cached = cached_row_crossovers("amx", threads);
+  const CachedRowCrossovers cached = cached_row_crossovers(tier, threads);
   if (cached.bf16 > 0) c.rows_bf16 = cached.bf16;
   if (cached.int8 > 0) c.rows_int8 = cached.int8;
   c.measured = cached.bf16 > 0 || cached.int8 > 0;
@@ -361,15 +388,25 @@ AmxCrossover amx_crossover_for(int threads) {
   return c;
 }
 
+std::unique_ptr<Backend> amx_without_crossover(const Backend& b) {
+  const auto* t = dynamic_cast<const AmxBackend*>(&b);
+  if (!t) return nullptr;
+  AmxOptions o = t->options();
+  o.min_rows_bf16 = o.min_rows_int8 = o.min_attention_queries = 1;
+  return make_amx_backend(o);
+}
+
 std::unique_ptr<Backend> make_amx_backend(const AmxOptions& opt) {
-  if (opt.model) {
+  if (opt.unit == AmxUnit::Model) {
     AmxCrossover c;
     c.source = "built-in default";
     return std::make_unique<AmxBackend>(opt, &amx::model_kernels(), AmxStatus{true, "model"}, c);
   }
-  const AmxStatus s = amx_status();
-  const AmxCrossover c = s.usable ? amx_crossover_for(default_thread_count()) : AmxCrossover{};
-  return std::make_unique<AmxBackend>(opt, s.usable ? amx::hw_kernels() : nullptr, s, c);
+  const bool bf16 = opt.unit == AmxUnit::Avx512Bf16;
+  const AmxStatus s = bf16 ? avx512bf16_status() : amx_status();
+  const AmxCrossover c = s.usable ? amx_crossover_for(default_thread_count(), bf16 ? "avx512bf16" : "amx") : AmxCrossover{};
+  const amx::KernelSet* k = !s.usable ? nullptr : bf16 ? amx::avx512bf16_kernels() : amx::hw_kernels();
+  return std::make_unique<AmxBackend>(opt, k, s, c);
 }
 
 }  // namespace strand

@@ -21,5 +21,8 @@ const KernelSet& model_kernels() {
 #if !defined(STRAND_HAVE_AMX_BUILD)
 const KernelSet* hw_kernels() { return nullptr; }
 #endif
+#if !defined(STRAND_HAVE_AVX512BF16_BUILD)
+const KernelSet* avx512bf16_kernels() { return nullptr; }
+#endif
 
 }  // namespace strand::amx

@@ -482,7 +482,7 @@ void attention(const AttnTileArgs& a, int64_t u0, int64_t u1, float* scratch) {
 // ---- the tables -------------------------------------------------------------------------------
 
 struct KernelSet {
-  const char* name;  // "amx" (the instructions) or "model" (the C++ model of them)
+  const char* name;  // "amx" (the instructions), "model" (the C++ model of them), "avx512bf16"
   void (*pack_a_bf16)(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, uint16_t* out, int64_t r0,
                       int64_t r1);
   void (*pack_a_q8)(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, int8_t* q, float* scales,
@@ -502,5 +502,8 @@ const KernelSet& model_kernels();
 // The kernels on the instructions: nullptr when this build has no AMX code (a compiler without
 // -mamx-tile, or not x86-64). Call only when amx_status().usable (amx/amx.h).
 const KernelSet* hw_kernels();
+// The bf16 kernels on AVX-512-BF16 (vdpbf16ps; amx/tiles_avx512bf16.h), no int8 entries:
+// nullptr when this build has no such code or the CPU lacks AVX512_BF16.
+const KernelSet* avx512bf16_kernels();
 
 }  // namespace strand::amx

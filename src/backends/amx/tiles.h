@@ -16,7 +16,10 @@
 //                                runs anywhere; the tests prove the kernels' blocking, indexing
 //                                and packing on it;
 //   HwTiles (amx/tiles_amx.h)    the intrinsics, compiled only into *_amx.cpp files and called
-//                                only after the run-time check (amx/amx.h: amx_usable()).
+//                                only after the run-time check (amx/amx.h: amx_status()).
+// A third, Avx512Bf16Tiles (amx/tiles_avx512bf16.h), runs the bf16 kernels on AVX-512-BF16
+// where there is no AMX. It reads A and B through the addresses given to load<T>, so a kernel
+// must not write a tile's source between loading it and the dot products that use it.
 //
 // The layouts (Intel's "VNNI" layout for the B operand):
 //   TDPBF16PS  A: rows x (2k bf16), row m holds a[m][0..2k);  B: k rows of n pairs, row r holds
