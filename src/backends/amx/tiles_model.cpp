@@ -106,22 +106,26 @@ void TileModel::check_dp(int d, int a, int b, const char* insn) const {
 void TileModel::dpbf16ps(int d, int a, int b) {
   check_dp(d, a, b, "TDPBF16PS");
   const int rows = cfg_.rows[d], kk = cfg_.colsb[a] / 4, nn = cfg_.colsb[d] / 4;
+  // Rows are copied in and out as typed arrays (the tile bytes are not read through other types).
+  uint16_t arow[kMaxColsb / 2], brow[kMaxColsb / 2];
+  float drow[kMaxColsb / 4];
   for (int m = 0; m < rows; ++m) {
     float temp[2 * kMaxColsb / 4] = {};  // even and odd partial sums per column
-    const auto* arow = reinterpret_cast<const uint16_t*>(tmm_[a][m]);
+    std::memcpy(arow, tmm_[a][m], kMaxColsb);
     for (int k = 0; k < kk; ++k) {
-      const auto* brow = reinterpret_cast<const uint16_t*>(tmm_[b][k]);
+      std::memcpy(brow, tmm_[b][k], kMaxColsb);
       const float a0 = bf16_daz(arow[2 * k]), a1 = bf16_daz(arow[2 * k + 1]);
       for (int n = 0; n < nn; ++n) {
         temp[2 * n] = ftz(std::fmaf(a0, bf16_daz(brow[2 * n]), temp[2 * n]));
         temp[2 * n + 1] = ftz(std::fmaf(a1, bf16_daz(brow[2 * n + 1]), temp[2 * n + 1]));
       }
     }
-    auto* drow = reinterpret_cast<float*>(tmm_[d][m]);
+    std::memcpy(drow, tmm_[d][m], kMaxColsb);
     for (int n = 0; n < nn; ++n) {
       const float t = ftz(temp[2 * n] + temp[2 * n + 1]);
       drow[n] = ftz(ftz(drow[n]) + t);
     }
+    std::memcpy(tmm_[d][m], drow, size_t(cfg_.colsb[d]));
     std::memset(tmm_[d][m] + cfg_.colsb[d], 0, size_t(kMaxColsb - cfg_.colsb[d]));
   }
   for (int m = rows; m < kMaxRows; ++m) std::memset(tmm_[d][m], 0, kMaxColsb);
@@ -130,11 +134,13 @@ void TileModel::dpbf16ps(int d, int a, int b) {
 void TileModel::dpbssd(int d, int a, int b) {
   check_dp(d, a, b, "TDPBSSD");
   const int rows = cfg_.rows[d], kk = cfg_.colsb[a] / 4, nn = cfg_.colsb[d] / 4;
+  int8_t arow[kMaxColsb], brow[kMaxColsb];
+  int32_t drow[kMaxColsb / 4];
   for (int m = 0; m < rows; ++m) {
-    auto* drow = reinterpret_cast<int32_t*>(tmm_[d][m]);
-    const auto* arow = reinterpret_cast<const int8_t*>(tmm_[a][m]);
+    std::memcpy(drow, tmm_[d][m], kMaxColsb);
+    std::memcpy(arow, tmm_[a][m], kMaxColsb);
     for (int k = 0; k < kk; ++k) {
-      const auto* brow = reinterpret_cast<const int8_t*>(tmm_[b][k]);
+      std::memcpy(brow, tmm_[b][k], kMaxColsb);
       for (int n = 0; n < nn; ++n) {
         // DPBD: four sign-extended byte products added to the dword, modulo 2^32.
         uint32_t acc = uint32_t(drow[n]);
@@ -142,6 +148,7 @@ void TileModel::dpbssd(int d, int a, int b) {
         drow[n] = int32_t(acc);
       }
     }
+    std::memcpy(tmm_[d][m], drow, size_t(cfg_.colsb[d]));
     std::memset(tmm_[d][m] + cfg_.colsb[d], 0, size_t(kMaxColsb - cfg_.colsb[d]));
   }
   for (int m = rows; m < kMaxRows; ++m) std::memset(tmm_[d][m], 0, kMaxColsb);
