@@ -6,6 +6,7 @@
 //   run(nodes)   execute a segment: consecutive nodes placed on it, in order.
 // and validate asks one more:
 //   precision(n) what it rounds the node's inputs to before computing (default: nothing).
+// A tier may also keep out of the chains strand builds by default (in_default_chain).
 // A segment may be one op or a whole model (a compiled Core ML block): nothing here assumes
 // one op per call. Buffers of host backends are plain host memory, so passing values between
 // two host backends needs no copy.
