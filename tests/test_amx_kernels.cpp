@@ -331,6 +331,23 @@ TEST(AmxTier, ProbeSaysWhichCheckFailed) {
   const CpuFeatures& f = cpu_features();
   if (amx::hw_kernels() && !f.amx_tile) EXPECT_NE(v.reason.find("CPUID lacks AMX-TILE"), std::string::npos) << v.reason;
   else if (amx::hw_kernels() && !f.os_amx) EXPECT_NE(v.reason.find("XCR0"), std::string::npos) << v.reason;
+  // Running it anyway is an error with that reason, not a crash.
+  {
+    Graph g;
+    const ValueId a = g.input("a", {32, 8}, DType::F32), b = g.input("b", {8, 4}, DType::F32);
+    g.mark_output(g.add(OpKind::MatMul, {a, b}, Attrs{}, "mm"));
+    std::vector<Tensor> v(g.values().size());
+    v[size_t(a)] = Tensor::empty({32, 8}, DType::F32);
+    v[size_t(b)] = Tensor::empty({8, 4}, DType::F32);
+    v[2] = Tensor::empty({32, 4}, DType::F32);
+    const NodeId n = 0;
+    try {
+      tier->run(g, std::span<const NodeId>(&n, 1), v);
+      FAIL() << "an unusable amx tier ran";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), "amx: not usable here: " + s.reason);
+    }
+  }
   // Asking for it by name is an error with that reason.
   try {
     make_chain("amx,cpu");

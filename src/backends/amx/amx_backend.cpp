@@ -318,6 +318,7 @@ void AmxBackend::attention(const Node& nd, std::vector<Tensor>& values) {
 }
 
 void AmxBackend::run(const Graph& g, std::span<const NodeId> nodes, std::vector<Tensor>& values) {
+  if (!k_) fail("{}: not usable here: {}", name(), status_.reason);
   std::lock_guard<std::mutex> lk(mu_);
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& nd = g.node(nodes[i]);
