@@ -90,6 +90,7 @@ struct ComputeUnit {
   std::string best_tier;       // the tier that reaches the most on this unit ("" when none uses it)
   double best = 0;             // what it reaches
   std::string best_how;        // what was timed (or why no tier uses the unit)
+  bool idle_unknown = false;   // the peak was not measured apart from the tier: the idle share is unknown
   double stranded() const { return peak > 0 ? std::max(0.0, 1.0 - best / peak) : 0.0; }
 };
 

@@ -282,9 +282,25 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
   } else {
     r.units_absent.push_back("AMX (" + amx.reason + ")");
   }
-  // Units strand has no tier for in this build.
-  for (const auto& b : all)
-    if (b->name() == "cuda" && !b->probe().ok) r.units_absent.push_back("GPU (cuda tier: " + b->probe().reason + ")");
+  // A GPU: the cuda tier measures it (devices/gpu.h) by a bf16 GEMM; there is no loop of
+  // independent instructions for it here yet, so its idle share is not known.
+  for (const auto& b : all) {
+    if (b->name() != "cuda") continue;
+    const TierPeak* t = tier_row("cuda");
+    if (b->probe().ok && t && t->measured_gflops > 0) {
+      ComputeUnit u;
+      u.name = "GPU tensor cores, bf16 (cuda)";
+      u.peak = t->measured_gflops;
+      u.peak_how = "the cuda tier's bf16 GEMM (devices/gpu.h), not a peak loop";
+      u.best_tier = "cuda";
+      u.best = t->measured_gflops;
+      u.best_how = "the same GEMM; the idle share needs a peak of its own";
+      u.idle_unknown = true;
+      r.units.push_back(u);
+    } else if (!b->probe().ok) {
+      r.units_absent.push_back("GPU (cuda tier: " + b->probe().reason + ")");
+    }
+  }
   if (std::none_of(all.begin(), all.end(), [](const auto& b) { return b->name() == "cuda"; }))
     r.units_absent.push_back("GPU (this build has no CUDA tier)");
 #ifdef __APPLE__
@@ -319,7 +335,8 @@ void units_to_json(const DeviceReport& r, json& j) {
                      {"best_tier", u.best_tier},
                      {"best", u.best},
                      {"best_how", u.best_how},
-                     {"stranded", u.stranded()}});
+                     {"idle_unknown", u.idle_unknown},
+                     {"stranded", u.idle_unknown ? json(nullptr) : json(u.stranded())}});
   j["units"] = units;
   j["units_absent"] = r.units_absent;
   json rc = json::array();
@@ -351,6 +368,7 @@ void units_from_json(const json& j, DeviceReport& r) {
       c.best_tier = u.value("best_tier", "");
       c.best = u.value("best", 0.0);
       c.best_how = u.value("best_how", "");
+      c.idle_unknown = u.value("idle_unknown", false);
       r.units.push_back(c);
     }
   if (j.contains("units_absent")) r.units_absent = j.at("units_absent").get<std::vector<std::string>>();
@@ -376,11 +394,16 @@ std::string stranded_table(const DeviceReport& r) {
        "best a strand tier reaches on it, and the share left idle\n";
   s += fmt::format("  {:<30} {:>15} {:<10} {:>15} {:>6}  {}\n", "unit", "peak", "tier", "reaches", "idle", "(what reaches it)");
   double top = 0, best = 0;
-  std::string top_name, best_name;
+  std::string top_name, best_name, unknown;
   for (const ComputeUnit& u : r.units) {
-    s += fmt::format("  {:<30} {:>15} {:<10} {:>15} {:>5.0f}%  ({})\n", u.name, rate_str(u.peak, u.unit),
+    s += fmt::format("  {:<30} {:>15} {:<10} {:>15} {:>6}  ({})\n", u.name, rate_str(u.peak, u.unit),
                      u.best_tier.empty() ? "-" : u.best_tier, u.best > 0 ? rate_str(u.best, u.unit) : "0",
-                     100.0 * u.stranded(), u.best_how);
+                     u.idle_unknown ? std::string("?") : fmt::format("{:.0f}%", 100.0 * u.stranded()), u.best_how);
+    if (u.idle_unknown) {  // not in the share below: its peak is not known apart from its tier
+      if (!unknown.empty()) unknown += ", ";
+      unknown += u.name;
+      continue;
+    }
     if (u.unit == "GFLOP/s" && u.peak > top) top = u.peak, top_name = u.name;
     if (u.unit == "GFLOP/s" && u.best > best) best = u.best, best_name = u.best_tier;
   }
@@ -390,6 +413,7 @@ std::string stranded_table(const DeviceReport& r) {
                      "{:.0f}% of this machine's floating-point matrix throughput is stranded\n",
                      top_name, rate_str(top, "GFLOP/s"), rate_str(best, "GFLOP/s"), best_name.empty() ? "-" : best_name,
                      100.0 * std::max(0.0, 1.0 - best / top));
+  if (top > 0 && !unknown.empty()) s += "  (" + unknown + " left out of that share: no peak of its own measured)\n";
   for (const RowCrossover& x : r.row_crossovers) {
     s += fmt::format("  {} crossover ({}) against {}: ", x.tier, x.path, x.vs);
     if (x.rows < 0) s += "not measured (" + x.note + ")\n";
