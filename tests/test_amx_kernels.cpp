@@ -407,6 +407,30 @@ TEST(AmxTier, TakesProductsFromTheCrossoverAndPrefillAttention) {
     const Verdict va = t->supports(g, g.node(0));
     EXPECT_EQ(va.ok, T >= kAmxAttnMinQueries) << T << ": " << va.reason;
   }
+  // Several sequences in one attention (a training batch): declined.
+  {
+    Graph g;
+    const ValueId q = g.input("q", {32, 64}, DType::F32), k = g.input("k", {32, 64}, DType::F32),
+                  v = g.input("v", {32, 64}, DType::F32);
+    Attrs a;
+    a.heads = 2;
+    a.seqs = 2;
+    g.add(OpKind::Attention, {q, k, v}, a, "attn");
+    const Verdict va = t->supports(g, g.node(0));
+    EXPECT_FALSE(va.ok);
+    EXPECT_NE(va.reason.find("several sequences"), std::string::npos) << va.reason;
+  }
+  // A graph with a loss is a training step: its weights change in place, products are declined.
+  {
+    Graph g;
+    const ValueId x = g.input("x", {64, 32}, DType::F32), w = g.weight("w", {32, 16}, DType::F32);
+    const ValueId y = g.add(OpKind::MatMul, {x, w}, Attrs{}, "mm");
+    const ValueId tgt = g.input("targets", {64}, DType::I32);
+    g.add(OpKind::CrossEntropy, {y, tgt}, Attrs{}, "loss");
+    const Verdict vt = t->supports(g, g.node(0));
+    EXPECT_FALSE(vt.ok);
+    EXPECT_NE(vt.reason.find("training step"), std::string::npos) << vt.reason;
+  }
   // A layernorm is not a tile operation.
   Graph g;
   const ValueId x = g.input("x", {64, 8}, DType::F32), gm = g.weight("g", {8}, DType::F32), bt = g.weight("b", {8}, DType::F32);

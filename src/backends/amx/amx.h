@@ -11,7 +11,8 @@
 //   attention        prefill (at least kAmxAttnMinQueries queries): flash-attention style on
 //                    tiles, bf16 Q·Kᵀ and P·V, f32 online softmax, causal.
 // Weights are converted once, at their first use, into the tile layout (amx/pack.h) and kept
-// for as long as the weight tensor lives.
+// for as long as the weight tensor lives: they must not change in place meanwhile, so graphs
+// with a loss (training and evaluation steps, whose optimizer updates the weights) are declined.
 //
 // Precision (Backend::precision, core/rounding.h): the bf16 path rounds activations and
 // weights to bf16; the int8 path quantizes activations as Rounding::Q8; attention rounds q, k,

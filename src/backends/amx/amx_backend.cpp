@@ -172,7 +172,19 @@ const Node* AmxBackend::fusable_producer(const Graph& g, const Node& act) const 
   return uses == 1 ? &p : nullptr;
 }
 
+// A graph with a loss is a training (or evaluation) step: the optimizer changes its weights in
+// place between steps, and this tier keeps a weight's tiles for as long as the tensor lives.
+bool has_loss(const Graph& g) {
+  for (const Node& nd : g.nodes())
+    if (nd.op == OpKind::CrossEntropy) return true;
+  return false;
+}
+
 Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
+  if ((n.op == OpKind::MatMul || n.op == OpKind::Linear || n.op == OpKind::Activation || n.op == OpKind::Attention) &&
+      has_loss(g))
+    return Verdict::no("a training step (the graph has a loss): its weights change in place, and this tier packs "
+                       "weights once");
   switch (n.op) {
     case OpKind::MatMul:
     case OpKind::Linear: return supports_product(g, n);
@@ -185,6 +197,7 @@ Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
     case OpKind::Attention: {
       for (int i = 0; i < 3; ++i)
         if (g.value(n.inputs[size_t(i)]).dtype != DType::F32) return Verdict::no("q, k and v must be f32");
+      if (n.attrs.seqs != 1) return Verdict::no("several sequences in one attention (a training batch)");
       const int64_t T = g.value(n.inputs[0]).shape[0];
       if (T < attn_min_)
         return Verdict::no(fmt::format("{} queries: below {} (decode attention stays on the cpu tier)", T, attn_min_));
