@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "backends/amx/amx.h"
@@ -138,6 +139,20 @@ TEST(Precision, RoundedInputsAreTheRule) {
   EXPECT_EQ(r[2].ptr<double>()[5], double(std::nearbyint((1.0f + 5.0f / 1024.0f) / scale)) * double(scale));
   EXPECT_TRUE(Precision{}.exact());
   EXPECT_FALSE(p.exact());
+}
+
+// tf32 (the cuda tier's f32 products with STRAND_CUDA_TF32=1): 10 mantissa bits, nearest even.
+TEST(Precision, Tf32KeepsTenMantissaBitsNearestEven) {
+  const float one = 1.0f, ulp = 1.0f / 1024.0f;  // tf32's spacing at 1
+  EXPECT_EQ(round_value(one + ulp, Rounding::TF32), one + ulp);
+  EXPECT_EQ(round_value(one + 0.4f * ulp, Rounding::TF32), one);
+  EXPECT_EQ(round_value(one + 0.6f * ulp, Rounding::TF32), one + ulp);
+  EXPECT_EQ(round_value(one + 0.5f * ulp, Rounding::TF32), one);                  // tie: to even
+  EXPECT_EQ(round_value(one + 1.5f * ulp, Rounding::TF32), one + 2 * ulp);        // tie: to even
+  EXPECT_EQ(round_value(-(one + 0.6f * ulp), Rounding::TF32), -(one + ulp));
+  EXPECT_TRUE(std::isinf(round_value(std::numeric_limits<float>::infinity(), Rounding::TF32)));
+  EXPECT_TRUE(std::isnan(round_value(std::numeric_limits<float>::quiet_NaN(), Rounding::TF32)));
+  EXPECT_EQ(rounding_short(Rounding::TF32), "tf32");
 }
 
 TEST(Precision, AmxOnTheInstructionModelPassesValidate) {

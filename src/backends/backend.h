@@ -47,7 +47,9 @@ struct Verdict {
 //            int8 path (q8 weights): activations quantized as Rounding::Q8, weights as stored;
 //            attention: q, k, v rounded to bf16, and the softmax weights P rounded to bf16
 //            before they multiply v (attention_probs).
-//   cuda     (later) bf16 / tf32 the same way.
+//   cuda     products with f16/bf16 weights: activations rounded to the weight's dtype; with
+//            tf32 on, f32 products round both operands to tf32; flash attention of an f16/bf16
+//            model: q, k, v and P rounded to that dtype (cuda_node_precision).
 // validate (validate/precision.h) evaluates the float64 reference on inputs rounded the same
 // way and takes the naive tier computing at this precision as the 2x bar; the declaration is
 // what a tier is judged on, so it must say exactly what the kernels do.

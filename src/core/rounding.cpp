@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -15,6 +16,7 @@ std::string_view rounding_name(Rounding r) {
     case Rounding::None: return "none";
     case Rounding::BF16: return "bf16";
     case Rounding::F16: return "f16";
+    case Rounding::TF32: return "tf32 (10-bit mantissa)";
     case Rounding::Q8: return "int8 in blocks of 32 per row";
   }
   return "?";
@@ -25,6 +27,7 @@ std::string_view rounding_short(Rounding r) {
     case Rounding::None: return "";
     case Rounding::BF16: return "bf16";
     case Rounding::F16: return "f16";
+    case Rounding::TF32: return "tf32";
     case Rounding::Q8: return "q8";
   }
   return "?";
@@ -55,6 +58,16 @@ float round_value(float x, Rounding r) {
     case Rounding::None: return x;
     case Rounding::BF16: return bf16_to_f32(f32_to_bf16(x));
     case Rounding::F16: return f16_to_f32(f32_to_f16(x));
+    case Rounding::TF32: {
+      if (!std::isfinite(x)) return x;
+      uint32_t u;
+      std::memcpy(&u, &x, 4);
+      u += 0xfffu + ((u >> 13) & 1u);  // nearest even at bit 13
+      u &= ~0x1fffu;
+      float y;
+      std::memcpy(&y, &u, 4);
+      return y;
+    }
     case Rounding::Q8: fail("round_value: q8 rounds whole rows (use round_to_f64)");
   }
   return x;

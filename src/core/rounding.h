@@ -22,6 +22,7 @@ enum class Rounding : uint8_t {
   None,  // used as given
   BF16,  // every element rounded to bfloat16, nearest even (f32_to_bf16)
   F16,   // every element rounded to IEEE binary16, nearest even (f32_to_f16)
+  TF32,  // every element's mantissa rounded to 10 bits, nearest even (f32's range kept)
   // Every row (last axis) quantized in blocks of kQ8Block values, as q8 weights are: per block
   // scale = amax / 127 (f32), q = nearbyint(x / scale) clamped to [-127, 127]; the value the
   // tier computes with is q * scale (quantize_row_q8).

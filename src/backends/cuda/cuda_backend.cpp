@@ -133,6 +133,23 @@ class CudaBackend final : public Backend {
     return d.available ? Verdict::yes(d.summary()) : Verdict::no(d.why);
   }
   Verdict supports(const Graph& g, const Node& n) const override;
+  Precision precision(const Graph& g, const Node& n) const override {
+    const CudaPrecision c = cuda_node_precision(g, n, opt_);
+    auto to = [](CudaRounding r) {
+      switch (r) {
+        case CudaRounding::F16: return Rounding::F16;
+        case CudaRounding::BF16: return Rounding::BF16;
+        case CudaRounding::TF32: return Rounding::TF32;
+        case CudaRounding::None: break;
+      }
+      return Rounding::None;
+    };
+    Precision p;
+    for (CudaRounding r : c.inputs) p.inputs.push_back(to(r));
+    if (n.op == OpKind::Attention && !p.inputs.empty()) p.attention_probs = p.inputs[0];  // P rounded as q, k, v
+    p.note = c.note;
+    return p;
+  }
   const void* memory_space() const override { return cuda::gpu_memory_space(); }
 
   Tensor allocate_like(const Tensor& like) override { return Device::get().buffer_like(like); }
