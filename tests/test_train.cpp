@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "backends/amx/amx.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
 #include "cli_util.h"
@@ -87,6 +88,8 @@ TEST_P(GoldenTraining, EveryTierIsWithinTwiceNaiveF32) {
   const double floor = 4.0 * double(std::numeric_limits<float>::epsilon());
   for (const auto& tier : all_backends()) {
     if (!tier->probe().ok || tier->name() == "naive") continue;
+    // The tile tiers train in bf16 (judged by MixedPrecision below), the rest in f32.
+    if (tier->name() == "amx" || tier->name() == "avx512bf16") continue;
     // The tier first, naive behind it (the blas tier takes only large products).
     const StepErrors e = first_step_errors(GetParam(), {tier, std::shared_ptr<Backend>(make_naive_backend())});
     EXPECT_LE(e.grads, 2 * naive.grads + floor) << tier->name();
@@ -164,4 +167,69 @@ TEST(Clipping, GlobalNormOverEveryGradient) {
   a.ptr<float>()[1] = 0;
   b.ptr<float>()[0] = 4;
   EXPECT_DOUBLE_EQ(global_grad_norm({a, b}), 5.0);
+}
+
+// Mixed precision: the tile tier (amx, avx512bf16, or the instruction model where neither
+// runs) takes a training step's products in bf16 with f32 accumulation; everything else, the
+// master weights and AdamW stay f32. Judged against PyTorch's float64 golden at bf16's scale,
+// and shown to be bf16 (further from the golden than the f32 naive tier).
+static std::shared_ptr<Backend> tile_tier_from_one_row() {
+  AmxOptions o;
+  o.unit = amx_status().usable ? AmxUnit::Tiles : avx512bf16_status().usable ? AmxUnit::Avx512Bf16 : AmxUnit::Model;
+  o.min_rows_bf16 = 1;
+  return std::shared_ptr<Backend>(make_amx_backend(o));
+}
+
+static int nodes_on(const Plan& plan, int tier) {
+  int n = 0;
+  for (const Placement& p : plan.placement) n += p.tier == tier;
+  return n;
+}
+
+TEST_P(GoldenTraining, TileTierTrainsInBf16WithF32MasterWeights) {
+  const auto tile = tile_tier_from_one_row();
+  const auto naive = std::shared_ptr<Backend>(make_naive_backend());
+  Gpt2Model m = trainable(GetParam());
+  StepRunner r(build_train_graph(m, kSeqs, kT), {tile, naive}, false);
+  // Products, forward and backward, on the tile tier; attention and the rest are not.
+  int products = 0, on_tile = 0;
+  for (size_t i = 0; i < r.graph().graph.nodes().size(); ++i) {
+    const OpKind k = r.graph().graph.node(NodeId(i)).op;
+    if (k != OpKind::MatMul && k != OpKind::Linear) continue;
+    ++products;
+    on_tile += r.plan().placement[i].tier == 0;
+  }
+  EXPECT_GT(products, 10);
+  EXPECT_EQ(on_tile, products);
+  EXPECT_LT(nodes_on(r.plan(), 0), int(r.graph().graph.nodes().size()) / 2);
+
+  const std::string tag = GetParam();
+  const double loss = r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
+  const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
+  double grads = 0;
+  for (size_t i = 0; i < r.params().size(); ++i)
+    grads = std::max(grads, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
+  const StepErrors f32 = first_step_errors(tag, {naive});
+  EXPECT_LT(std::abs(loss - want) / want, 1e-2) << "loss " << loss << " vs " << want;
+  EXPECT_LT(grads, 5e-2) << "bf16 products: gradients far from PyTorch's";
+  EXPECT_GT(grads, 10 * f32.grads) << "no further from float64 than f32: the products did not round to bf16";
+
+  // The optimizer changes the weights in place between steps; the next run must use them (the
+  // tier must not keep tiles packed from the old values). Evaluation graphs (a loss, no
+  // backward) use each weight in one direction only, where a cache would be hit: after every
+  // matrix is tripled, the tile chain's validation loss follows the naive tier's on the new
+  // weights, not the old loss.
+  const int32_t* ids = golden_tensor(tag + ".ids1").ptr<const int32_t>();
+  const int32_t* tg = golden_tensor(tag + ".targets1").ptr<const int32_t>();
+  StepRunner eval(build_eval_graph(m, kSeqs, kT), {tile, naive}, false);
+  const double before = eval.run(ids, tg);
+  for (const Param& p : r.params())
+    if (p.tensor.rank() == 2)
+      for (int64_t j = 0; j < p.tensor.numel(); ++j) const_cast<float*>(p.tensor.ptr<const float>())[j] *= 3;
+  const double after = eval.run(ids, tg);
+  StepRunner exact(build_eval_graph(m, kSeqs, kT), {naive}, false);
+  const double after_f32 = exact.run(ids, tg);
+  EXPECT_GT(std::abs(after_f32 - before), 0.1 * before) << "the change did not move the loss: the check is void";
+  EXPECT_LT(std::abs(after - after_f32), 0.05 * std::abs(after_f32 - before))
+      << "after the change: tile chain " << after << ", f32 " << after_f32 << ", before " << before;
 }

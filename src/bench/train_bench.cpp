@@ -1,6 +1,7 @@
 #include "bench/train_bench.h"
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -92,6 +93,18 @@ TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
       res.tps_median = tokens / med;
       res.tps_min = tokens / *std::max_element(res.seconds.begin(), res.seconds.end());
       res.tps_max = tokens / *std::min_element(res.seconds.begin(), res.seconds.end());
+      // What the chain computes in: f32, or the tiers that round (Backend::precision) and how.
+      {
+        std::map<std::string, std::string> rounding;  // tier -> what it rounds
+        const Graph& tg = runner.graph().graph;
+        for (size_t n = 0; n < tg.nodes().size(); ++n) {
+          const auto& tier = runner.plan().chain[size_t(runner.plan().placement[n].tier)];
+          const Precision p = tier->precision(tg, tg.node(NodeId(n)));
+          if (!p.exact()) rounding[tier->name()] = p.summary({"a", "b", "c"});
+        }
+        res.precision = "f32";
+        for (const auto& [tier, how] : rounding) res.precision = fmt::format("mixed: {} products {}", tier, how);
+      }
       res.step_flops = runner.graph().flops;
       res.matmul_flops = runner.graph().matmul_flops;
       res.gflops = res.step_flops / med / 1e9;

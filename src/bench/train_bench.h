@@ -9,7 +9,8 @@
 //   MFU          GFLOP/s ÷ the FP32 peak of the threads used (an FMA loop on all of them)
 //   products     with profile: the matrix products' FLOPs ÷ the time spent in them, and that
 //                as a share of the peak (the bar the products are held to)
-// The precision column says what the tier computes in (f32 here; a bf16 tier says bf16).
+// The precision column says what the chain computes in: f32, or "mixed: <tier> products <what
+// it rounds>" when a tier of the chain rounds its inputs (Backend::precision).
 #pragma once
 
 #include <cstdint>

@@ -131,6 +131,16 @@ class AmxBackend final : public Backend {
   std::vector<std::vector<float>> attn_scratch_;
 };
 
+// A graph with a loss is a training (or evaluation) step: the optimizer changes its weights in
+// place between steps, so this tier packs them on every run instead of keeping their tiles
+// (packed()). Its products are then the bf16 half of mixed-precision training: f32 master
+// weights, bf16 operands, f32 accumulation (docs/training.md).
+bool has_loss(const Graph& g) {
+  for (const Node& nd : g.nodes())
+    if (nd.op == OpKind::CrossEntropy) return true;
+  return false;
+}
+
 Verdict AmxBackend::supports_product(const Graph& g, const Node& n) const {
   const Value& a = g.value(n.inputs[0]);
   const Value& w = g.value(n.inputs[1]);
@@ -143,7 +153,11 @@ Verdict AmxBackend::supports_product(const Graph& g, const Node& n) const {
   int64_t min_rows = 0;
   if (is_float_weight(w.dtype)) {
     path = fmt::format("bf16 {}{}", bf16_only() ? "tiles on vdpbf16ps" : "tiles (TDPBF16PS)",
-                       w.dtype == DType::BF16 ? "" : fmt::format(", {} weights rounded to bf16 once", dtype_name(w.dtype)));
+                       w.dtype == DType::BF16 ? ""
+                       : has_loss(g)          ? fmt::format(", {} weights rounded to bf16 on every run (a training step: "
+                                                            "they change in place)",
+                                                            dtype_name(w.dtype))
+                                              : fmt::format(", {} weights rounded to bf16 once", dtype_name(w.dtype)));
     min_rows = rows_bf16_;
   } else if (w.dtype == DType::Q8 && bf16_only()) {
     return Verdict::no("q8 weights: no int8 tile product here (AVX512_VNNI multiplies unsigned by signed bytes)");
@@ -172,19 +186,13 @@ const Node* AmxBackend::fusable_producer(const Graph& g, const Node& act) const 
   return uses == 1 ? &p : nullptr;
 }
 
-// A graph with a loss is a training (or evaluation) step: the optimizer changes its weights in
-// place between steps, and this tier keeps a weight's tiles for as long as the tensor lives.
-bool has_loss(const Graph& g) {
-  for (const Node& nd : g.nodes())
-    if (nd.op == OpKind::CrossEntropy) return true;
-  return false;
-}
 
 Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
-  if ((n.op == OpKind::MatMul || n.op == OpKind::Linear || n.op == OpKind::Activation || n.op == OpKind::Attention) &&
-      has_loss(g))
-    return Verdict::no("a training step (the graph has a loss): its weights change in place, and this tier packs "
-                       "weights once");
+  if (n.op == OpKind::Attention && has_loss(g))
+    return Verdict::no("a training step: its backward recomputes the probabilities in f32 (attention_backward), "
+                       "so the forward stays f32 too");
+  if (n.op == OpKind::Activation && has_loss(g))
+    return Verdict::no("a training step: the backward needs the product's output, so nothing is fused");
   switch (n.op) {
     case OpKind::MatMul:
     case OpKind::Linear: return supports_product(g, n);
@@ -242,7 +250,7 @@ std::shared_ptr<PackedWeight> AmxBackend::packed(const Graph& g, ValueId id, con
   };
   // Only weights are kept (an input changes from call to call), and only with an owner that
   // tells when their memory goes away.
-  if (g.value(id).kind != ValueKind::Weight || !w.owner) return make();
+  if (g.value(id).kind != ValueKind::Weight || !w.owner || has_loss(g)) return make();
   const auto it = weights_.find(w.data);
   if (it != weights_.end()) {
     const PackedWeight& p = *it->second;
