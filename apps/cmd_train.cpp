@@ -140,7 +140,7 @@ int run_train(TrainArgs& a, CLI::App* app) {
   auto old = std::signal(SIGINT, on_sigint);
   Progress prog("training", double(cfg.steps), "steps");
   prog.set(double(t->steps_done()));
-  double secs = 0;
+  double secs = 0, eval_secs = 0;  // training steps; validation (not in tokens/s)
   int64_t ran = 0;
   auto line = [&](const StepLog& l) {
     const double tps = double(t->tokens_per_step()) / l.seconds;
@@ -154,6 +154,7 @@ int run_train(TrainArgs& a, CLI::App* app) {
     const StepLog l = t->step();
     ++ran;
     secs += l.seconds;
+    eval_secs += l.eval_seconds;
     const double per = secs / double(ran);
     prog.set_note(fmt::format("loss {:.3f}  {:.0f} tok/s  ETA {}", l.loss, double(t->tokens_per_step()) / per,
                               eta_words(per * double(cfg.steps - t->steps_done()))));
@@ -178,20 +179,20 @@ int run_train(TrainArgs& a, CLI::App* app) {
   if (a.json) {
     json hist = json::array();
     for (const StepLog& l : t->history()) {
-      json e = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm}};
-      if (std::isfinite(l.val_loss)) e["val_loss"] = l.val_loss;
+      json e = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm}, {"seconds", l.seconds}};
+      if (std::isfinite(l.val_loss)) e["val_loss"] = l.val_loss, e["eval_seconds"] = l.eval_seconds;
       hist.push_back(e);
     }
     std::puts(json({{"out", a.out}, {"seed", cfg.seed}, {"steps", t->steps_done()}, {"planned_steps", cfg.steps},
                     {"stopped_early", stopped}, {"parameters", nparams}, {"threads", t->threads()},
-                    {"tokens_per_s", tps}, {"gflops", gf}, {"peak_gflops", peak},
+                    {"tokens_per_s", tps}, {"gflops", gf}, {"peak_gflops", peak}, {"validation_seconds", eval_secs},
                     {"mfu", peak > 0 ? gf / peak : 0.0}, {"history", hist}})
                   .dump(-1, ' ', false, json::error_handler_t::replace)
                   .c_str());
   } else {
-    std::printf("%s: %lld steps in %.1f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the FP32 peak\n",
+    std::printf("%s: %lld steps in %.1f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the FP32 peak (validation: %.1f s more)\n",
                 stopped ? (g_interrupted ? "interrupted" : "stopped") : "done", (long long)ran, secs, tps, gf,
-                peak > 0 ? 100 * gf / peak : 0.0);
+                peak > 0 ? 100 * gf / peak : 0.0, eval_secs);
     std::printf("saved %s: config.json, model.safetensors, vocab.json, merges.txt (a Hugging Face GPT-2 directory), "
                 "optimizer.safetensors, trainer_state.json, loss.svg\n",
                 a.out.c_str());

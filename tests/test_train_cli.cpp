@@ -52,6 +52,15 @@ TEST(TrainCli, LossFallsAndTheCheckpointLoadsEverywhere) {
   EXPECT_NEAR(first, std::log(257.0), 0.3) << "a fresh model starts near uniform guessing";
   EXPECT_LT(last, first - 1.0) << "30 steps on strand's docs must cut the loss by more than a nat";
   EXPECT_TRUE(j["history"][29].contains("val_loss"));
+  // A step's seconds (what tokens/s counts) leave out the evaluation, timed on its own.
+  double eval = 0;
+  for (const json& e : j["history"]) {
+    EXPECT_GT(e["seconds"].get<double>(), 0.0);
+    EXPECT_EQ(e.contains("eval_seconds"), e.contains("val_loss"));
+    if (e.contains("eval_seconds")) eval += e["eval_seconds"].get<double>();
+  }
+  EXPECT_GT(eval, 0.0);
+  EXPECT_DOUBLE_EQ(j["validation_seconds"].get<double>(), eval);
   for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt", "optimizer.safetensors",
                         "trainer_state.json", "loss.svg"})
     EXPECT_TRUE(fs::exists(fs::path(out) / f)) << f;

@@ -157,8 +157,12 @@ StepLog Trainer::step() {
   const double scale = cfg_.clip > 0 && log.grad_norm > cfg_.clip ? cfg_.clip / log.grad_norm : 1.0;
   opt_->step(grads, log.lr, scale);
   ++step_;
-  if ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || done()) log.val_loss = evaluate();
-  log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  log.seconds = std::chrono::duration<double>(t1 - t0).count();
+  if ((cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0) || done()) {
+    log.val_loss = evaluate();
+    log.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  }
   history_.push_back(log);
   return log;
 }
@@ -180,7 +184,7 @@ void Trainer::save(const std::string& dir) const {
   json hist = json::array();
   for (const StepLog& l : history_) {
     json e = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm}, {"seconds", l.seconds}};
-    if (std::isfinite(l.val_loss)) e["val_loss"] = l.val_loss;
+    if (std::isfinite(l.val_loss)) e["val_loss"] = l.val_loss, e["eval_seconds"] = l.eval_seconds;
     hist.push_back(e);
   }
   const Rng::State rs = sampler_->state();
@@ -273,6 +277,7 @@ std::unique_ptr<Trainer> Trainer::resume_from(const std::string& dir, const std:
     l.grad_norm = e.at("grad_norm").get<double>();
     l.seconds = e.at("seconds").get<double>();
     if (e.contains("val_loss")) l.val_loss = e.at("val_loss").get<double>();
+    if (e.contains("eval_seconds")) l.eval_seconds = e.at("eval_seconds").get<double>();
     t->history_.push_back(l);
   }
   return t;

@@ -53,8 +53,10 @@ struct TrainConfig {
 
 struct StepLog {
   int64_t step = 0;  // 1-based: the step just taken
-  double loss = 0, lr = 0, grad_norm = 0, seconds = 0;
-  double val_loss = NAN;  // when evaluated after this step
+  double loss = 0, lr = 0, grad_norm = 0;
+  double seconds = 0;       // the step: forward, backward, optimizer (what tokens/s counts)
+  double val_loss = NAN;    // when evaluated after this step
+  double eval_seconds = 0;  // the evaluation after it, if any
 };
 
 class Trainer {
