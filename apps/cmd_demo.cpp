@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "devices/probe.h"
+#include "devices/stranded.h"
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "model/weight_cast.h"
@@ -43,6 +44,30 @@ struct DemoArgs {
 };
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// The demo ends with this machine's tiers: what each reached and what is stranded, from strand
+// devices' cache when it has this machine, else measured now with the quick budget (about a
+// second: rough numbers, said so, not cached).
+void print_machine_tiers(const DemoModel& d) {
+  const DeviceReport r = probe_devices(false, cpu::ThreadPool::global().size(), quick_probe_budget());
+  std::printf("\nthis machine's tiers (%s):\n",
+              r.from_cache ? fmt::format("strand devices' measurements of {}", r.measured_at).c_str()
+                           : "measured just now with strand devices --quick: rough; `strand devices` measures properly");
+  std::printf("  %-10s %-7s %8s %12s %7s %10s\n", "tier", "usable", "threads", "GEMM GFLOP/s", "% peak", "GEMV GB/s");
+  for (const TierPeak& t : r.tiers) {
+    if (!t.usable) {
+      std::printf("  %-10s %-7s %s\n", t.tier.c_str(), "no", t.why.c_str());
+      continue;
+    }
+    std::printf("  %-10s %-7s %8d %12.1f %6.0f%% %10.1f\n", t.tier.c_str(), "yes", t.threads, t.measured_gflops,
+                t.peak_gflops > 0 ? 100 * t.measured_gflops / t.peak_gflops : 0.0, t.measured_bandwidth_gbs);
+  }
+  for (const TierPeak& t : r.tiers)
+    if (t.tier == "cpu" && t.usable && t.peak_gflops > 0 && !d.from_cache && d.gflops > 0)
+      std::printf("  the demo's training: %.1f GFLOP/s on %s, %.0f%% of the FP32 peak\n", d.gflops, d.tiers.c_str(),
+                  100 * d.gflops / t.peak_gflops);
+  std::printf("\n%s", stranded_table(r).c_str());
+}
 
 int run_demo(DemoArgs& a) {
   json_silences_progress(a.json);
@@ -141,6 +166,7 @@ int run_demo(DemoArgs& a) {
   std::printf("generate (prompt %s, %d bytes, temperature %.1f, top-k %d, seed %llu):\n", dump(json(a.prompt)).c_str(), a.n,
               a.temp, a.top_k, (unsigned long long)a.seed);
   std::printf("----\n%s%s\n----\n", a.prompt.c_str(), text.c_str());
+  print_machine_tiers(d);
   return 0;
 }
 

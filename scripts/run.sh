@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # strand's main job on an embedded default: installs missing packages, builds build/strand,
-# and runs `strand demo` (a small random GPT-2 that strand makes itself; no downloads).
+# and runs `strand demo`: it trains a small GPT-2 on strand's own docs and sources (embedded in
+# the binary; at most 160 s of training, cached for the next run), then scores and samples it.
 # Extra arguments go to `strand demo` (try: scripts/run.sh -n 64 --seed 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."

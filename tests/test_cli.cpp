@@ -4,7 +4,8 @@
 //
 //  * CliContract: --json prints exactly one JSON value with the documented keys; the
 //    numbers agree with golden.json and with the tokenizer library; generation is
-//    reproducible; every subcommand has -h with an example; demo says UNTRAINED.
+//    reproducible; every subcommand has -h with an example; the demo trains, caches and
+//    ends with the tier table.
 //  * CliErrors: each kind of bad input (broken model directories, broken safetensors
 //    files built with strand's own writer, bad tokenizer files, bad text, bad options)
 //    exits non-zero without crashing and prints exactly one stderr line that names the
@@ -373,6 +374,14 @@ TEST(CliContract, DemoTrainsThenComesFromTheCache) {
   EXPECT_NE(h2.out.find("from the cache"), std::string::npos) << h2.describe();
   EXPECT_NE(h2.out.find("uniform guessing"), std::string::npos) << h2.describe();
   EXPECT_NE(h2.out.find("model directory:"), std::string::npos) << h2.describe();
+  // ... and ends with this machine's tiers and what is stranded, after the sample.
+  const size_t sample = h2.out.find("generate ("), tiers = h2.out.find("this machine's tiers"),
+               stranded = h2.out.find("stranded: every compute unit");
+  ASSERT_NE(tiers, std::string::npos) << h2.describe();
+  ASSERT_NE(stranded, std::string::npos) << h2.describe();
+  EXPECT_LT(sample, tiers);
+  EXPECT_LT(tiers, stranded);
+  EXPECT_NE(h2.out.find("naive      yes"), std::string::npos) << "the naive tier is usable everywhere: " << h2.describe();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -121,20 +121,26 @@ DemoModel demo_model(const DemoOptions& o) {
   for (const Param& p : t.runner().params()) d.parameters += p.tensor.numel();
   for (const auto& b : t.runner().plan().chain) d.tiers += (d.tiers.empty() ? "" : " -> ") + b->name();
   const auto t0 = std::chrono::steady_clock::now();
-  double step_time = 0;
+  // The run is fitted to the budget: after 5 steps from their speed (evaluation excluded, a
+  // margin for it), then every 25 steps from the time taken so far, evaluations included (the
+  // cosine schedule follows the new length), keeping back the time of one more evaluation.
+  double step_time = 0, last_eval = 0;
   int64_t timed = 0;
   while (!t.done()) {
     const StepLog l = t.step();
-    // Fit the run to the budget once the speed is known (steps 2..5, evaluation excluded).
-    if (l.step >= 2 && l.step <= 5 && !std::isfinite(l.val_loss)) {
+    if (l.eval_seconds > 0) last_eval = l.eval_seconds;
+    if (l.step >= 2 && l.step <= 5) {
       step_time += l.seconds;
       ++timed;
     }
-    if (l.step == 5 && timed > 0) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double per = step_time / double(timed) * 1.08;  // evaluation and noise
-      const int64_t fit = int64_t((o.budget_seconds - elapsed) / per) + l.step;
-      if (fit < t.config().steps) t.set_total_steps(std::max<int64_t>(fit, l.step + 1));
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double per = 0;
+    if (l.step == 5 && timed > 0) per = step_time / double(timed) * 1.08;
+    if (l.step > 5 && l.step % 25 == 0) per = elapsed / double(l.step);
+    if (per > 0) {
+      const double left = o.budget_seconds - elapsed - last_eval;
+      const int64_t fit = std::min<int64_t>(o.steps, l.step + std::max<int64_t>(1, int64_t(left / per)));
+      if (fit != t.config().steps && !t.done()) t.set_total_steps(fit);
     }
     if (o.on_step) o.on_step(l, t.config().steps);
   }

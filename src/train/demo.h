@@ -16,8 +16,8 @@
 namespace strand {
 
 struct DemoOptions {
-  int64_t steps = 500;           // planned steps; fewer when the budget would be exceeded
-  double budget_seconds = 165;   // training time the run may take (the schedule is fitted to it)
+  int64_t steps = 3000;          // planned steps at most; fewer as the budget allows (fitted after 5 steps)
+  double budget_seconds = 160;   // training time the run may take (the schedule is fitted to it)
   bool retrain = false;          // ignore a cached model
   uint64_t seed = 20261130;      // fixed: every machine trains the same run (as far as its budget goes)
   std::string cache_root;        // empty: the default cache location
