@@ -31,6 +31,7 @@
 #include "backends/amx/pack.h"
 #include "backends/amx/tiles.h"
 #include "core/dtype.h"
+#include "core/rounding.h"
 #include "ops/ops.h"
 
 namespace strand::amx {
@@ -141,7 +142,7 @@ void pack_a_bf16(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, 
 }
 
 // Rows [r0, r1) of the packed int8 A: q [Mp, kp] and scales [Mp, kp / 32], quantized as
-// core/rounding.h's quantize_row_q8 (the same arithmetic); rows >= M zero with scale 0.
+// core/rounding.h's quantize_row_q8 itself; rows >= M zero with scale 0.
 template <class Tiles>
 void pack_a_q8(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, int8_t* q, float* scales, int64_t r0,
                int64_t r1) {
@@ -154,23 +155,10 @@ void pack_a_q8(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, in
       for (int64_t b = 0; b < nb; ++b) sm[b] = 0;
       continue;
     }
-    const float* a = A + m * lda;
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t p0 = b * kTileDepth, len = std::min<int64_t>(kTileDepth, K - p0);
-      float amax = 0;
-      bool finite = true;
-      for (int64_t j = 0; j < len; ++j) {
-        finite = finite && std::isfinite(a[p0 + j]);
-        amax = std::max(amax, std::abs(a[p0 + j]));
-      }
-      const float scale = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
-      sm[b] = scale;
-      for (int64_t j = 0; j < kTileDepth; ++j) {
-        float r = 0;
-        if (j < len && scale > 0) r = std::nearbyint(a[p0 + j] / scale);
-        qm[p0 + j] = int8_t(std::max(-127.0f, std::min(127.0f, r)));
-      }
-    }
+    const int64_t kq = q8_padded(K), kb = q8_blocks(K);  // static_assert in pack.cpp: kTileDepth == kQ8Block
+    quantize_row_q8(A + m * lda, K, qm, sm);
+    std::memset(qm + kq, 0, size_t(kp - kq));
+    for (int64_t b = kb; b < nb; ++b) sm[b] = 0;
   }
 }
 
