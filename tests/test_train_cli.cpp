@@ -74,6 +74,10 @@ TEST(TrainCli, LossFallsAndTheCheckpointLoadsEverywhere) {
   EXPECT_LT(parse(p)["ppl"].get<double>(), 257.0 / 4) << "a trained model beats uniform guessing by far";
   const RunResult e = run_strand({"export", "coreml", "-m", out, "-o", (d / "m.mlpackage").string(), "--seq", "16"});
   EXPECT_TRUE(e.exited && e.exit_code == 0) << e.describe();
+  const RunResult b = run_strand(
+      {"bench", "model", "-m", out, "-p", "8", "-n", "4", "-r", "1", "--backend", "cpu", "-t", "1", "-o", "json"}, 300);
+  ASSERT_TRUE(b.exited && b.exit_code == 0) << b.describe();
+  EXPECT_NE(b.out.find("\"tokens_per_s\""), std::string::npos) << b.describe();
 }
 
 TEST(TrainCli, ResumedRunEqualsUninterruptedBitForBit) {
