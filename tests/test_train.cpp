@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "backends/amx/amx.h"
+#include "backends/cuda/cuda.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
 #include "cli_util.h"
@@ -232,4 +233,25 @@ TEST_P(GoldenTraining, TileTierTrainsInBf16WithF32MasterWeights) {
   EXPECT_GT(std::abs(after_f32 - before), 0.1 * before) << "the change did not move the loss: the check is void";
   EXPECT_LT(std::abs(after - after_f32), 0.05 * std::abs(after_f32 - before))
       << "after the change: tile chain " << after << ", f32 " << after_f32 << ", before " << before;
+}
+
+// The cuda tier keeps weights resident on the GPU once uploaded; a training step changes them on
+// the host after every step. Until it has backward kernels and re-uploads updated weights, it
+// must take no node of a training (or evaluation) graph — it would compute on stale weights.
+TEST(TrainTiers, CudaTierTakesNoNodeOfATrainingStep) {
+  const std::unique_ptr<Backend> cuda = make_cuda_backend();
+  Gpt2Model m = trainable("tied");
+  for (const TrainGraph& tg : {build_train_graph(m, kSeqs, kT), build_eval_graph(m, kSeqs, kT)}) {
+    int products = 0;
+    for (const Node& n : tg.graph.nodes()) {
+      const Verdict v = cuda->supports(tg.graph, n);
+      EXPECT_FALSE(v.ok) << n.name << ": " << v.reason;
+      if (n.op != OpKind::MatMul && n.op != OpKind::Linear) continue;
+      ++products;
+#if defined(STRAND_HAVE_CUDA)
+      EXPECT_NE(v.reason.find("training step"), std::string::npos) << v.reason;
+#endif
+    }
+    EXPECT_GT(products, 0);
+  }
 }
