@@ -96,6 +96,9 @@ trap 'exit 143' TERM
 
 say "unpacking the base root into $root"
 tar -C "$root" -xf "$base_tar"
+# A real root is searchable by everyone; mktemp (and the tarred '.') made this one 0700, so a
+# process that drops to nobody inside the chroot could not reach any path.
+chmod 755 "$root"
 
 # apt as on a fresh Debian 12 install, on the mirror this machine reaches, with this machine's
 # Acquire settings (e.g. a clock check it needs for that mirror).

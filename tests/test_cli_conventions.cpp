@@ -77,7 +77,7 @@ TEST(Conventions, EveryHelpShowsDefaults) {
   // The option parser shows a captured default as "=value" after the option's type.
   const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
       {{"generate", "-h"}, {"INT:INT in [0 - 1073741824]=32", "--repeat-last-n INT=64", "TEXT=auto", "--temp FLOAT=1"}},
-      {{"demo", "-h"}, {"=300", "=165", "=500"}},
+      {{"demo", "-h"}, {"=300", "=160", "=3000"}},
       {{"train", "-h"}, {"TEXT:{bytes,gpt2}=bytes", "=1000", "=256"}},
       {{"bench", "train", "-h"}, {"TEXT=124M", "=4", "=256", "TEXT=cpu"}},
       {{"perplexity", "-h"}, {"=0", "TEXT=auto"}},
