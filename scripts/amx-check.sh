@@ -27,7 +27,9 @@
 #   5. strand bench gemm --gpt2 (packed, onednn, amx-bf16, amx-int8, onednn-bf16)
 #   6. strand bench model, chains 'amx,cpu' and 'cpu', weights f32, bf16, int8, pp512 and tg128,
 #      with --profile
-#   7. the summary against the targets (scripts/amx_summary.py; Python for this summary only)
+#   7. strand bench train, chains 'cpu' and 'amx,cpu' (mixed precision: bf16 products, f32
+#      master weights), GPT-2 124M shape, with --profile: training tokens/s and MFU on AMX
+#   8. the summary against the targets (scripts/amx_summary.py; Python for this summary only)
 #      -> $OUT/summary.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +95,10 @@ bm=(bench model --backend 'amx,cpu;cpu' --threads "$threads" --weights f32,bf16,
 "$strand" "${bm[@]}" --json >"$out/model.json"
 "$strand" "${bm[@]}" --profile | tee "$out/model.md"
 
-echo "== 7. summary =="
+echo "== 7. bench train =="
+"$strand" bench train --backend 'cpu;amx,cpu' --threads "$threads" --profile | tee "$out/train.md"
+
+echo "== 8. summary =="
 python3 scripts/amx_summary.py "$out" "$threads" "$model" | tee "$out/summary.md"
 
 if [ "$write_docs" = 1 ]; then

@@ -29,8 +29,10 @@ if ! ls "$(clang -print-resource-dir)"/lib/linux/libclang_rt.fuzzer-*.a >/dev/nu
 fi
 
 build=build-fuzz
+# Without the cuda tier: no target reaches a GPU, and nvcc's host compiler (GCC) would be handed
+# clang's sanitizer flags.
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRAND_FUZZ=ON \
-  -DSTRAND_BUILD_TESTS=OFF >/dev/null
+  -DSTRAND_BUILD_TESTS=OFF -DSTRAND_WITH_CUDA=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}")
 
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:allocator_may_return_null=0
