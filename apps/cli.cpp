@@ -299,6 +299,36 @@ uint64_t parse_seed(const std::string& text, const std::string& option) {
   return v;
 }
 
+std::vector<std::string> split_on(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t e = s.find(sep, pos);
+    out.push_back(s.substr(pos, e == std::string::npos ? std::string::npos : e - pos));
+    pos = e == std::string::npos ? s.size() + 1 : e + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> parse_chain_list(const std::string& spec) {
+  std::vector<std::string> chains = split_on(spec, ';');
+  for (const std::string& c : chains)
+    if (c.empty()) fail("--backend '{}': an empty chain (chains are separated by ';', tiers by ',')", spec);
+  return chains;
+}
+
+std::vector<int> parse_thread_list(const std::string& spec) {
+  std::vector<int> out;
+  for (const std::string& t : split_on(spec, ',')) {
+    char* end = nullptr;
+    const long v = t.empty() ? 0 : std::strtol(t.c_str(), &end, 10);
+    if (t.empty() || *end != '\0' || v < 1 || v > 256)
+      fail("--threads '{}': '{}' is not a thread count from 1 to 256", spec, t);
+    out.push_back(int(v));
+  }
+  return out;
+}
+
 uint64_t random_seed() {
   std::random_device rd;
   return (uint64_t(rd()) << 32) ^ uint64_t(rd());

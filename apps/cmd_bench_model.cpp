@@ -30,35 +30,13 @@ struct BenchModelArgs {
   double max_seconds = 120;
 };
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    const size_t e = s.find(sep, pos);
-    out.push_back(s.substr(pos, e == std::string::npos ? std::string::npos : e - pos));
-    pos = e == std::string::npos ? s.size() + 1 : e + 1;
-  }
-  return out;
-}
-
 int run_bench_model(const BenchModelArgs& a) {
   ModelBenchOptions opt;
   opt.model_dir = a.model;
-  if (!a.backend.empty())
-    for (const auto& c : split(a.backend, ';')) {
-      if (c.empty()) fail("--backend '{}': an empty chain (chains are separated by ';', tiers by ',')", a.backend);
-      opt.chains.push_back(c);
-    }
-  if (!a.threads.empty())
-    for (const auto& t : split(a.threads, ',')) {
-      char* end = nullptr;
-      const long v = t.empty() ? 0 : std::strtol(t.c_str(), &end, 10);
-      if (t.empty() || *end != '\0' || v < 1 || v > 256)
-        fail("--threads '{}': '{}' is not a thread count from 1 to 256", a.threads, t);
-      opt.threads.push_back(int(v));
-    }
+  if (!a.backend.empty()) opt.chains = parse_chain_list(a.backend);
+  if (!a.threads.empty()) opt.threads = parse_thread_list(a.threads);
   if (!a.weights.empty())
-    for (const auto& w : split(a.weights, ',')) opt.weights.push_back(parse_weight_dtype(w));
+    for (const auto& w : split_on(a.weights, ',')) opt.weights.push_back(parse_weight_dtype(w));
   opt.prompt_tokens = a.p;
   opt.gen_tokens = a.n;
   opt.reps = a.reps;

@@ -29,17 +29,6 @@ struct BenchTrainArgs {
   std::string seed = "1";
 };
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    const size_t e = s.find(sep, pos);
-    out.push_back(s.substr(pos, e == std::string::npos ? std::string::npos : e - pos));
-    pos = e == std::string::npos ? s.size() + 1 : e + 1;
-  }
-  return out;
-}
-
 int run_bench_train(const BenchTrainArgs& a) {
   TrainBenchOptions o;
   if (a.shape == "124M") {
@@ -60,17 +49,8 @@ int run_bench_train(const BenchTrainArgs& a) {
   o.config.n_positions = int(a.ctx);
   o.batch = a.batch;
   o.ctx = a.ctx;
-  for (const auto& c : split(a.backend, ';')) {
-    if (c.empty()) fail("--backend '{}': an empty chain (chains are separated by ';', tiers by ',')", a.backend);
-    o.chains.push_back(c);
-  }
-  if (!a.threads.empty())
-    for (const auto& t : split(a.threads, ',')) {
-      char* end = nullptr;
-      const long v = t.empty() ? 0 : std::strtol(t.c_str(), &end, 10);
-      if (t.empty() || *end != '\0' || v < 1 || v > 256) fail("--threads '{}': '{}' is not a thread count from 1 to 256", a.threads, t);
-      o.threads.push_back(int(v));
-    }
+  o.chains = parse_chain_list(a.backend);
+  if (!a.threads.empty()) o.threads = parse_thread_list(a.threads);
   o.reps = a.reps;
   o.warmup = a.warmup;
   o.profile = a.profile;

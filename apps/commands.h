@@ -38,6 +38,13 @@ Command add_demo(CLI::App& app);
 // A seed given as text: an integer from 0 to 2^64 - 1, else strand::Error naming `option`
 // ("--seed 18446744073709551616: must be an integer from 0 to 18446744073709551615").
 uint64_t parse_seed(const std::string& text, const std::string& option);
+// `s` cut at every `sep`, empty pieces kept ("a,,b" -> a, "", b; "" -> one empty piece).
+std::vector<std::string> split_on(const std::string& s, char sep);
+// The tier chains of a bench's --backend, separated by ';' (each chain's tiers by ','); an empty
+// chain is strand::Error naming the option's text.
+std::vector<std::string> parse_chain_list(const std::string& spec);
+// A bench's --threads: comma-separated counts from 1 to 256, else strand::Error naming the item.
+std::vector<int> parse_thread_list(const std::string& spec);
 // A fresh seed from the system's random device (what a run uses when none is given).
 uint64_t random_seed();
 // --json output is one value on stdout and nothing else: a progress line on stderr only when
