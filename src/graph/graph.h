@@ -48,6 +48,12 @@ class Graph {
 
   const std::vector<Value>& values() const { return values_; }
   const std::vector<Node>& nodes() const { return nodes_; }
+  // Whether any node is `op` (e.g. CrossEntropy: the graph is a training or evaluation step).
+  bool has_op(OpKind op) const {
+    for (const Node& n : nodes_)
+      if (n.op == op) return true;
+    return false;
+  }
   const std::vector<ValueId>& outputs() const { return outputs_; }
   const Value& value(ValueId v) const { return values_[size_t(v)]; }
   const Node& node(NodeId n) const { return nodes_[size_t(n)]; }

@@ -135,11 +135,7 @@ class AmxBackend final : public Backend {
 // place between steps, so this tier packs them on every run instead of keeping their tiles
 // (packed()). Its products are then the bf16 half of mixed-precision training: f32 master
 // weights, bf16 operands, f32 accumulation (docs/training.md).
-bool has_loss(const Graph& g) {
-  for (const Node& nd : g.nodes())
-    if (nd.op == OpKind::CrossEntropy) return true;
-  return false;
-}
+bool has_loss(const Graph& g) { return g.has_op(OpKind::CrossEntropy); }
 
 Verdict AmxBackend::supports_product(const Graph& g, const Node& n) const {
   const Value& a = g.value(n.inputs[0]);

@@ -206,10 +206,9 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
   // A graph with a loss is a training (or evaluation) step: its weights change in place on the
   // host after every step, while this tier keeps a weight resident once uploaded, and it has no
   // backward kernels yet. It takes none of such a graph, rather than compute on stale weights.
-  for (const Node& other : g.nodes())
-    if (other.op == OpKind::CrossEntropy)
-      return Verdict::no("a training step (the graph has a loss): the cuda tier keeps weights resident, so it "
-                         "would not see the optimizer's updates, and has no backward kernels yet");
+  if (g.has_op(OpKind::CrossEntropy))
+    return Verdict::no("a training step (the graph has a loss): the cuda tier keeps weights resident, so it "
+                       "would not see the optimizer's updates, and has no backward kernels yet");
   auto dt = [&](size_t i) { return g.value(n.inputs[i]).dtype; };
   auto need_f32 = [&](size_t i, const char* what) -> std::string {
     if (dt(i) == DType::F32) return {};
