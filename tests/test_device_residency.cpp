@@ -216,3 +216,65 @@ TEST(DeviceResidency, NodeByNodeTimingMakesTheSameCopies) {
   EXPECT_GT(a.last_plan().copies, 3);
   EXPECT_FALSE(a.node_times().by_kind.empty());
 }
+
+TEST(DeviceResidency, WeightsChangedBetweenRunsReachTheDeviceWhenTheRunSaysSo) {
+  // A product with a weight, with and without a loss behind it. Weights are resident by
+  // default (uploaded once); an optimizer changes them in place, so a training step (a graph
+  // with a loss) or a run with weights_change must read the new bytes, not the first copy.
+  for (const bool with_loss : {false, true}) {
+    SCOPED_TRACE(with_loss ? "graph with a loss" : "graph without a loss");
+    Graph g;
+    const ValueId x = g.input("x", {2, 3}, DType::F32);
+    const ValueId w = g.weight("w", {3, 4}, DType::F32);
+    const ValueId y = g.add(OpKind::MatMul, {x, w}, {}, "y");
+    ValueId out = y;
+    ValueId targets = -1;
+    if (with_loss) {
+      targets = g.input("targets", {2}, DType::I32);
+      out = g.add(OpKind::CrossEntropy, {y, targets}, {}, "loss");
+    }
+    g.mark_output(out);
+    auto dev = std::make_shared<FakeDevice>();
+    const Plan plan = make_plan(g, {dev}, true);
+    Tensor wt = Tensor::empty({3, 4}, DType::F32);
+    std::vector<Tensor> values(g.values().size());
+    values[size_t(x)] = Tensor::empty({2, 3}, DType::F32);
+    for (int i = 0; i < 6; ++i) values[size_t(x)].ptr<float>()[i] = 0.25f * float(i + 1);
+    for (int i = 0; i < 12; ++i) wt.ptr<float>()[i] = 0.1f * float(i % 5) - 0.2f;
+    values[size_t(w)] = wt;
+    if (with_loss) {
+      values[size_t(targets)] = Tensor::empty({2}, DType::I32);
+      values[size_t(targets)].ptr<int32_t>()[0] = 1;
+      values[size_t(targets)].ptr<int32_t>()[1] = 3;
+    }
+    auto naive_result = [&] {
+      std::vector<Tensor> v = values;
+      execute_on(g, std::shared_ptr<Backend>(make_naive_backend()), v);
+      return v[size_t(out)].to(DType::F32);
+    };
+    execute(g, plan, values);
+    const Tensor first = values[size_t(out)].to(DType::F32);
+    EXPECT_TRUE(same_bytes(first, naive_result()));
+    for (int i = 0; i < 12; ++i) wt.ptr<float>()[i] *= -1.5f;  // the optimizer's step, in place
+    const Tensor moved = naive_result();
+    ASSERT_FALSE(same_bytes(first, moved)) << "the change does not move the result: the check is void";
+
+    const int uploads = dev->uploads, copies = dev->copies_in;
+    execute(g, plan, values);
+    if (with_loss) {
+      EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), moved)) << "the device computed on a stale weight";
+      EXPECT_EQ(dev->uploads, uploads);
+      EXPECT_GT(dev->copies_in, copies) << "the weight was not copied in again";
+    } else {
+      // The resident copy is used as the contract says (weights do not change while bound)...
+      EXPECT_EQ(dev->uploads, uploads);
+      EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), first));
+      // ...unless the run says they changed.
+      RunOptions ro;
+      ro.weights_change = true;
+      execute(g, plan, values, ro);
+      EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), moved)) << "weights_change ignored";
+      EXPECT_GT(dev->copies_in, copies + 1);
+    }
+  }
+}

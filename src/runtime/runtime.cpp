@@ -166,10 +166,11 @@ RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, 
   // Copies made so far: (value, memory) -> the copy there.
   std::map<std::pair<ValueId, MemoryId>, Tensor> copies;
   size_t next = 0;  // the next transfer to perform
+  const bool fresh_weights = opt.weights_change || g.has_op(OpKind::CrossEntropy);
   auto perform = [&](const Transfer& t) {
     const auto c0 = Clock::now();
     const Tensor& src = values[size_t(t.value)];
-    if (t.weight) {
+    if (t.weight && !fresh_weights) {
       copies[{t.value, t.to}] = plan.chain[size_t(t.to)]->resident(src);
       ++stats.resident_weights;
     } else {

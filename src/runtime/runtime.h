@@ -4,7 +4,8 @@
 // memory of that tier; an op that writes in place gets a view of its input), optionally
 // poisons them so that an element no kernel wrote shows up as NaN, and dispatches the segments
 // in order, timing each. Performs the plan's transfers (planner.h): before a segment, the
-// copies its nodes read (a tier with its own memory keeps weights resident instead); after the
+// copies its nodes read (a tier with its own memory keeps weights resident instead, unless they
+// change from run to run: RunOptions::weights_change); after the
 // last, graph outputs back to the host and states written in place elsewhere back to their
 // home. A segment's nodes see the copies in place of the originals; on return `values` holds
 // the originals, and every graph output on the host. A host tier is never handed a tensor in
@@ -28,6 +29,10 @@ struct RunOptions {
   // (from an earlier run of the same graph): a training step runs the same graph again and
   // again, and gigabytes of fresh pages per step cost time.
   bool reuse_outputs = false;
+  // The weights may have changed in place since the last run (an optimizer step): a tier with
+  // memory of its own gets a fresh copy of each weight it reads instead of its resident one.
+  // A graph with a loss (CrossEntropy) is a training or evaluation step and is run so always.
+  bool weights_change = false;
 };
 
 struct RunStats {
