@@ -3,7 +3,7 @@
 // q [T, C], k and v [past + T, C] (the KV cache's first rows), out [T, C]; head h uses columns
 // [h*D, (h+1)*D); query i sees keys 0 .. past + i.
 //
-// attention_f32 (exact, any T; the decode kernel): one block per (head, query). Its 8 warps
+// attention_f32 (exact, any T; the decode kernel): one block per (head, query, sequence). Its 8 warps
 // take the keys in turn (warp w: keys w, w+8, ...); a warp holds the query across its lanes
 // (lane l: dims l, l+32, ...), forms each score with a warp-wide sum, and keeps an online
 // softmax of its own keys: the running max m, the running sum l of exp(s - m), and the
@@ -35,6 +35,11 @@ __global__ void __launch_bounds__(kF32Warps * 32) attention_f32_kernel(AttnArgs 
   __shared__ float part_acc[kF32Warps][R * 32];
   const int h = blockIdx.x;
   const int64_t i = blockIdx.y;  // query
+  const int64_t seq = blockIdx.z;
+  a.q += seq * a.T * a.C;
+  a.out += seq * a.T * a.C;
+  a.k += seq * (a.past + a.T) * a.C;
+  a.v += seq * (a.past + a.T) * a.C;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t D = a.D, C = a.C;
   const int64_t col = int64_t(h) * D;
@@ -287,8 +292,9 @@ void flash_for(const AttnArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void attention_f32(const AttnArgs& a, cudaStream_t stream) {
-  if (a.T == 0 || a.H == 0 || a.D == 0) return;
-  const dim3 grid(unsigned(a.H), unsigned(a.T));
+  if (a.T == 0 || a.H == 0 || a.D == 0 || a.seqs == 0) return;
+  if (a.T > 65535 || a.seqs > 65535) cuda_fail("attention_f32", 0, "more than 65535 queries or sequences", __FILE__, __LINE__);
+  const dim3 grid(unsigned(a.H), unsigned(a.T), unsigned(a.seqs));
   const int threads = kF32Warps * 32;
   if (a.D <= 32) attention_f32_kernel<1><<<grid, threads, 0, stream>>>(a);
   else if (a.D <= 64) attention_f32_kernel<2><<<grid, threads, 0, stream>>>(a);
@@ -302,6 +308,7 @@ bool attention_flash_fits(int64_t D) { return D > 0 && D % 16 == 0 && D <= kFlas
 
 void attention_flash(const AttnArgs& a, Elem tc, cudaStream_t stream) {
   if (a.T == 0 || a.H == 0) return;
+  if (a.seqs != 1) cuda_fail("attention_flash", 0, "one sequence at a time", __FILE__, __LINE__);
   if (tc == Elem::BF16)
     flash_for<__nv_bfloat16>(a, stream);
   else

@@ -79,6 +79,9 @@ struct CudaPeaks {
   std::string copy_detail;
 };
 CudaPeaks measure_cuda_peaks(bool quick);
+// The f32 rate a training step's products can reach: a 4096³ cuBLASLt product in f32 (on the
+// FP32 units, or with `tf32` on TF32 tensor cores), median of timed runs, in TFLOP/s.
+double measure_cuda_f32_peak_tflops(bool tf32);
 
 // CUDA graph counters since the process started (tests, the explain notes).
 struct CudaGraphStats {

@@ -25,6 +25,10 @@ using cuda::Elem;
 // Scratch slots of the Device.
 constexpr int kScratchHalfA = 0;   // activations rounded to f16/bf16 for a tensor-core product
 constexpr int kScratchBias = 1;    // a bias widened to f32
+constexpr int kScratchXent = 2;    // cross_entropy: one loss per row
+constexpr int kScratchLnStats = 3; // layernorm_gain_grad: each row's mean and 1/std
+constexpr int kScratchAttnBwd = 4; // attention_backward: one sequence's P and dS
+constexpr int kScratchColSums = 5; // sum_rows, layernorm_gain_grad: partial column sums
 
 bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
@@ -49,11 +53,28 @@ DType matrix_dtype(const Graph& g) {
 
 bool flash_attention(const Graph& g, const Node& n) {
   const int64_t T = g.value(n.inputs[0]).shape[0], C = g.value(n.inputs[0]).shape[1];
-  return n.attrs.heads > 0 && T > cuda::kGemvMaxRows && is_half(matrix_dtype(g)) &&
+  return n.attrs.heads > 0 && n.attrs.seqs <= 1 && T > cuda::kGemvMaxRows && is_half(matrix_dtype(g)) &&
          cuda::attention_flash_fits(C / n.attrs.heads);
 }
 
 int64_t product_rows(const Graph& g, const Node& n) { return g.value(n.inputs[0]).shape[0]; }
+
+// Attention's (and its gradient's) arguments from the node and its bound tensors (q, k, v).
+cuda::AttnArgs attn_args(const Node& nd, const std::vector<Tensor>& values) {
+  const Tensor& q = values[size_t(nd.inputs[0])];
+  cuda::AttnArgs a;
+  a.q = static_cast<const float*>(q.data);
+  a.k = static_cast<const float*>(values[size_t(nd.inputs[1])].data);
+  a.v = static_cast<const float*>(values[size_t(nd.inputs[2])].data);
+  a.seqs = std::max<int64_t>(1, nd.attrs.seqs);
+  a.T = q.dim(0) / a.seqs;
+  a.C = q.dim(1);
+  a.H = std::max<int64_t>(1, nd.attrs.heads);
+  a.D = a.C / a.H;
+  a.past = nd.attrs.past;
+  a.scale = a.D > 0 ? float(1.0 / std::sqrt(double(a.D))) : 1.0f;
+  return a;
+}
 
 // Counters of the graph machinery (cuda_graph_stats()).
 std::mutex g_stats_mu;
@@ -195,7 +216,9 @@ class CudaBackend final : public Backend {
   // Scratch the node needs (reserved before a capture).
   void reserve_scratch(const Graph& g, const Node& nd, const std::vector<Tensor>& values);
   void exec(const Graph& g, const Node& nd, std::vector<Tensor>& values, DType mdt);
-  void matmul(const Node& nd, const Tensor& a, const Tensor& b, bool trans_b, const Tensor* bias, Tensor& out);
+  // out = a·b (+ bias); with trans_a, out = aᵀ·b (a stored [K, M], f32 only).
+  void matmul(const Node& nd, const Tensor& a, const Tensor& b, bool trans_b, const Tensor* bias, Tensor& out,
+              bool trans_a = false);
 
   CudaOptions opt_;
   std::mutex mu_;  // run() is not re-entrant: scratch and the graph cache are shared
@@ -203,12 +226,9 @@ class CudaBackend final : public Backend {
 };
 
 Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
-  // A graph with a loss is a training (or evaluation) step: its weights change in place on the
-  // host after every step, while this tier keeps a weight resident once uploaded, and it has no
-  // backward kernels yet. It takes none of such a graph, rather than compute on stale weights.
-  if (g.has_op(OpKind::CrossEntropy))
-    return Verdict::no("a training step (the graph has a loss): the cuda tier keeps weights resident, so it "
-                       "would not see the optimizer's updates, and has no backward kernels yet");
+  // A graph with a loss (a training or evaluation step) changes its weights between runs: the
+  // runtime then hands this tier fresh copies of them on every run instead of resident ones
+  // (RunOptions::weights_change), so it computes on the optimizer's latest weights.
   auto dt = [&](size_t i) { return g.value(n.inputs[i]).dtype; };
   auto need_f32 = [&](size_t i, const char* what) -> std::string {
     if (dt(i) == DType::F32) return {};
@@ -274,40 +294,92 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
     case OpKind::Attention: {
       why = first({need_f32(0, "q"), need_f32(1, "k"), need_f32(2, "v")});
       if (!why.empty()) return Verdict::no(why);
-      if (n.attrs.seqs > 1) return Verdict::no("several sequences in one attention (a training batch): not on the cuda tier yet");
-      const int64_t T = g.value(n.inputs[0]).shape[0], C = g.value(n.inputs[0]).shape[1];
+      const int64_t seqs = std::max<int64_t>(1, n.attrs.seqs);
+      const int64_t T = g.value(n.inputs[0]).shape[0] / seqs, C = g.value(n.inputs[0]).shape[1];
       const int64_t D = n.attrs.heads > 0 ? C / n.attrs.heads : 0;
       if (D > cuda::kAttnMaxD) return Verdict::no(fmt::format("head size {} above {}", D, cuda::kAttnMaxD));
+      if (T > 65535 || seqs > 65535) return Verdict::no("more than 65535 queries or sequences in one attention");
       if (flash_attention(g, n))
         return Verdict::yes(fmt::format("flash attention on {0} tensor cores (q, k, v and the probabilities rounded "
                                         "to {0}; f32 softmax)",
                                         dtype_name(matrix_dtype(g))));
+      if (seqs > 1)
+        return Verdict::yes(fmt::format("fused f32 attention (exact), one block per head, query and sequence ({} "
+                                        "sequences)",
+                                        seqs));
       return Verdict::yes(T <= cuda::kGemvMaxRows ? "fused f32 attention, decode: the KV cache read on the GPU"
                                                   : "fused f32 attention (exact), one block per head and query");
     }
+    // Training: the loss and the backward ops, all f32 (train.cu).
     case OpKind::MatMulAt:
+      why = first({need_f32(0, "a"), need_f32(1, "b")});
+      if (!why.empty()) return Verdict::no(why);
+      return Verdict::yes(opt_.tf32 ? "cuBLASLt on TF32 tensor cores, A read transposed (a and b rounded to tf32)"
+                                    : "cuBLASLt f32, A read transposed (exact f32)");
     case OpKind::CausalZero:
     case OpKind::PadCols:
     case OpKind::PadRows:
-    case OpKind::SumRows:
     case OpKind::BroadcastRows:
+      why = need_f32(0, "x");
+      return why.empty() ? Verdict::yes("copy kernel") : Verdict::no(why);
+    case OpKind::SumRows:
+      why = need_f32(0, "x");
+      return why.empty() ? Verdict::yes("column sums, a thread per column, rows in order") : Verdict::no(why);
     case OpKind::ScatterAddRows:
+      why = first({need_f32(0, "dy"), dt(1) == DType::I32 ? "" : "ids must be i32"});
+      return why.empty() ? Verdict::yes("row adds, a thread per column, ids in order") : Verdict::no(why);
     case OpKind::CrossEntropy:
     case OpKind::CrossEntropyBackward:
+      why = first({need_f32(0, "logits"), dt(1) == DType::I32 ? "" : "targets must be i32",
+                   n.op == OpKind::CrossEntropyBackward ? need_f32(2, "dloss") : ""});
+      return why.empty() ? Verdict::yes("one block per row") : Verdict::no(why);
     case OpKind::LayerNormBackward:
+      why = first({need_f32(0, "x"), need_param(1, "the gain"), need_f32(2, "dy")});
+      return why.empty() ? Verdict::yes("one block per row, tree sums") : Verdict::no(why);
     case OpKind::LayerNormGainGrad:
+      why = first({need_f32(0, "x"), need_f32(1, "dy")});
+      return why.empty() ? Verdict::yes("row statistics, then a thread per column") : Verdict::no(why);
     case OpKind::ActivationBackward:
+      why = first({need_f32(0, "x"), need_f32(1, "dy")});
+      return why.empty() ? Verdict::yes("elementwise kernel") : Verdict::no(why);
     case OpKind::SoftmaxBackward:
-    case OpKind::AttentionBackward:
-      return Verdict::no(fmt::format("{} is a training op: the cuda tier has no kernel for it yet", op_name(n.op)));
+      why = first({need_f32(0, "y"), need_f32(1, "dy")});
+      return why.empty() ? Verdict::yes("one block per row") : Verdict::no(why);
+    case OpKind::AttentionBackward: {
+      why = first({need_f32(0, "q"), need_f32(1, "k"), need_f32(2, "v"), need_f32(3, "dy")});
+      if (!why.empty()) return Verdict::no(why);
+      const int64_t C = g.value(n.inputs[0]).shape[1];
+      const int64_t D = n.attrs.heads > 0 ? C / n.attrs.heads : 0;
+      if (D > cuda::kAttnMaxD) return Verdict::no(fmt::format("head size {} above {}", D, cuda::kAttnMaxD));
+      const int64_t T = g.value(n.inputs[0]).shape[0] / std::max<int64_t>(1, n.attrs.seqs);
+      if (n.attrs.past + T > 65535) return Verdict::no("more than 65535 keys in one attention");
+      return Verdict::yes("exact f32: per query its probabilities and dq, per key dk and dv (P and dS in scratch)");
+    }
     case OpKind::kCount: break;
   }
   return Verdict::no("unknown op");
 }
 
 void CudaBackend::reserve_scratch(const Graph& g, const Node& nd, const std::vector<Tensor>& values) {
-  if (nd.op != OpKind::MatMul && nd.op != OpKind::Linear) return;
   Device& d = Device::get();
+  switch (nd.op) {
+    case OpKind::CrossEntropy:
+      d.scratch(kScratchXent, size_t(std::max<int64_t>(1, values[size_t(nd.inputs[0])].dim(0))) * 4);
+      return;
+    case OpKind::LayerNormGainGrad:
+      d.scratch(kScratchLnStats, size_t(std::max<int64_t>(1, 2 * values[size_t(nd.inputs[0])].dim(0))) * 4);
+      [[fallthrough]];
+    case OpKind::SumRows: {
+      const Tensor& x = values[size_t(nd.inputs[0])];
+      d.scratch(kScratchColSums, size_t(std::max<int64_t>(1, cuda::column_sum_chunks(x.dim(0)) * x.dim(1))) * 4);
+      return;
+    }
+    case OpKind::AttentionBackward:
+      d.scratch(kScratchAttnBwd, size_t(std::max<int64_t>(1, cuda::attention_backward_scratch(attn_args(nd, values)))) * 4);
+      return;
+    default: break;
+  }
+  if (nd.op != OpKind::MatMul && nd.op != OpKind::Linear) return;
   const Tensor& a = values[size_t(nd.inputs[0])];
   const Tensor& b = values[size_t(nd.inputs[1])];
   if (a.dim(0) > cuda::kGemvMaxRows && is_half(b.dtype)) d.scratch(kScratchHalfA, size_t(a.numel()) * 2);
@@ -345,7 +417,7 @@ void CudaBackend::run(const Graph& g, std::span<const NodeId> nodes, std::vector
 }
 
 void CudaBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bool trans_b, const Tensor* bias_t,
-                         Tensor& out) {
+                         Tensor& out, bool trans_a) {
   Device& d = Device::get();
   cudaStream_t s = d.stream();
   // A column-major weight is its row-major storage read transposed (as on the cpu tier).
@@ -354,7 +426,7 @@ void CudaBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bo
   const bool lines = col ? !trans_b : trans_b;  // B stored as N lines of K
   if (!b.contiguous()) fail("node {}: the weight must be contiguous or column-major", nd.name);
   if (!a.contiguous()) fail("node {}: a must be contiguous", nd.name);
-  const int64_t M = a.dim(0), K = a.dim(1), N = out.dim(1);
+  const int64_t M = trans_a ? a.dim(1) : a.dim(0), K = trans_a ? a.dim(0) : a.dim(1), N = out.dim(1);
   float* C = out.ptr<float>();
   const float* bias = nullptr;
   if (bias_t) {
@@ -370,6 +442,12 @@ void CudaBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bo
   if (K == 0) {
     STRAND_CUDA(cudaMemsetAsync(C, 0, size_t(M * N) * 4, s));
     if (bias) cuda::add(C, bias, Elem::F32, true, M, N, C, s);
+    return;
+  }
+  if (trans_a) {  // a weight's gradient: f32 operands (supports() asks for them)
+    if (a.dtype != DType::F32 || b.dtype != DType::F32) fail("node {}: aᵀ·b takes f32 operands", nd.name);
+    if (!d.lt().matmul(a.data, Elem::F32, M, K, b.data, lines, N, bias, C, opt_.tf32, s, /*a_trans=*/true))
+      cuda::gemm_fallback(a.data, b.data, Elem::F32, lines, M, N, K, bias, C, s, /*a_trans=*/true);
     return;
   }
   if (M <= cuda::kGemvMaxRows) {
@@ -488,24 +566,92 @@ void CudaBackend::exec(const Graph& g, const Node& nd, std::vector<Tensor>& valu
       break;
     }
     case OpKind::Attention: {
-      cuda::AttnArgs a;
-      a.q = f32(0, "q");
-      a.k = f32(1, "k");
-      a.v = f32(2, "v");
+      f32(0, "q");
+      f32(1, "k");
+      f32(2, "v");
+      cuda::AttnArgs a = attn_args(nd, values);
       a.out = o;
-      a.T = in(0).dim(0);
-      a.C = in(0).dim(1);
-      a.H = at.heads;
-      a.D = a.C / a.H;
-      a.past = at.past;
-      a.scale = float(1.0 / std::sqrt(double(a.D)));
       if (flash_attention(g, nd))
         cuda::attention_flash(a, elem_of(mdt), s);
       else
         cuda::attention_f32(a, s);
       break;
     }
-    default: fail("node {}: {} has no kernel on the cuda tier (supports() declines it)", nd.name, op_name(nd.op));
+    // ---- training ----
+    case OpKind::MatMulAt:
+      f32(0, "a");
+      matmul(nd, in(0), in(1), at.trans_b, nullptr, out, /*trans_a=*/true);
+      break;
+    case OpKind::CausalZero:
+      cuda::causal_zero(f32(0, "g"), out.dim(0), out.dim(1), at.past, o, s);
+      break;
+    case OpKind::PadCols:
+      cuda::pad_cols(f32(0, "x"), out.dim(0), in(0).dim(1), at.start, out.dim(1), o, s);
+      break;
+    case OpKind::PadRows:
+      cuda::pad_rows(f32(0, "x"), in(0).dim(0), out.dim(1), at.start, out.dim(0), o, s);
+      break;
+    case OpKind::SumRows: {
+      const int64_t M = in(0).dim(0), N = in(0).dim(1);
+      float* part = static_cast<float*>(
+          Device::get().scratch(kScratchColSums, size_t(std::max<int64_t>(1, cuda::column_sum_chunks(M) * N)) * 4));
+      cuda::sum_rows(f32(0, "x"), M, N, part, o, s);
+      break;
+    }
+    case OpKind::BroadcastRows:
+      cuda::broadcast_rows(f32(0, "x"), out.dim(0), out.dim(1), o, s);
+      break;
+    case OpKind::ScatterAddRows: {
+      const Tensor& ids = in(1);
+      if (ids.dtype != DType::I32) fail("node {}: ids must be i32", nd.name);
+      cuda::scatter_add_rows(f32(0, "dy"), ids.ptr<const int32_t>(), in(0).dim(0), in(0).dim(1), out.dim(0), o, s);
+      break;
+    }
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyBackward: {
+      const float* x = f32(0, "logits");
+      const Tensor& tg = in(1);
+      if (tg.dtype != DType::I32) fail("node {}: targets must be i32", nd.name);
+      const int64_t n = in(0).dim(0), V = in(0).dim(1);
+      if (nd.op == OpKind::CrossEntropy) {
+        float* rows = static_cast<float*>(Device::get().scratch(kScratchXent, size_t(std::max<int64_t>(1, n)) * 4));
+        cuda::cross_entropy(x, tg.ptr<const int32_t>(), n, V, rows, o, s);
+      } else {
+        cuda::cross_entropy_backward(x, tg.ptr<const int32_t>(), f32(2, "dloss"), n, V, o, s);
+      }
+      break;
+    }
+    case OpKind::LayerNormBackward: {
+      const Tensor& gm = param(1, "the gain");
+      cuda::layernorm_backward(f32(0, "x"), gm.data, elem_of(gm.dtype), f32(2, "dy"), out.dim(0), out.dim(1),
+                               float(at.eps), o, s);
+      break;
+    }
+    case OpKind::LayerNormGainGrad: {
+      const int64_t M = in(0).dim(0), N = in(0).dim(1);
+      float* stats = static_cast<float*>(Device::get().scratch(kScratchLnStats, size_t(std::max<int64_t>(1, 2 * M)) * 4));
+      float* part = static_cast<float*>(
+          Device::get().scratch(kScratchColSums, size_t(std::max<int64_t>(1, cuda::column_sum_chunks(M) * N)) * 4));
+      cuda::layernorm_gain_grad(f32(0, "x"), f32(1, "dy"), M, N, float(at.eps), stats, part, o, s);
+      break;
+    }
+    case OpKind::ActivationBackward:
+      cuda::activation_backward(f32(0, "x"), f32(1, "dy"), out.numel(), int(at.act), o, s);
+      break;
+    case OpKind::SoftmaxBackward:
+      cuda::softmax_backward(f32(0, "y"), f32(1, "dy"), out.dim(0), out.dim(1), o, s);
+      break;
+    case OpKind::AttentionBackward: {
+      f32(0, "q");
+      f32(1, "k");
+      f32(2, "v");
+      const float* dy = f32(3, "dy");
+      const cuda::AttnArgs a = attn_args(nd, values);
+      const size_t bytes = size_t(std::max<int64_t>(1, cuda::attention_backward_scratch(a))) * 4;
+      float* scratch = static_cast<float*>(Device::get().scratch(kScratchAttnBwd, bytes));
+      cuda::attention_backward(a, dy, scratch, o, s);
+      break;
+    }
     case OpKind::kCount: fail("node {}: invalid op", nd.name);
   }
 }
@@ -531,6 +677,10 @@ CudaPrecision cuda_node_precision(const Graph& g, const Node& n, const CudaOptio
   CudaPrecision p;
   p.inputs.assign(n.inputs.size(), CudaRounding::None);
   auto rounding = [](DType t) { return t == DType::BF16 ? CudaRounding::BF16 : CudaRounding::F16; };
+  if (n.op == OpKind::MatMulAt && opt.tf32) {
+    p.inputs[0] = p.inputs[1] = CudaRounding::TF32;
+    p.note = "tf32 tensor cores: a and b rounded to tf32 (10-bit mantissa), f32 accumulation";
+  }
   if ((n.op == OpKind::MatMul || n.op == OpKind::Linear) && product_rows(g, n) > cuda::kGemvMaxRows) {
     const DType w = g.value(n.inputs[1]).dtype;
     if (is_half(w)) {

@@ -42,6 +42,7 @@ CudaDeviceInfo cuda_device_info() {
   return d;
 }
 CudaPeaks measure_cuda_peaks(bool) { fail("cuda tier: {}", kNotBuilt); }
+double measure_cuda_f32_peak_tflops(bool) { fail("cuda tier: {}", kNotBuilt); }
 CudaGraphStats cuda_graph_stats() { return {}; }
 double cuda_resident_bytes() { return 0; }
 int cuda_resident_count() { return 0; }

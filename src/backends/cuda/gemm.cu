@@ -45,8 +45,8 @@ struct LtGemm::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   std::mutex mu;
-  // (M, N, K, A type, lines, bias, tf32, alignments) -> the algorithm cuBLASLt's heuristic picked.
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, uint32_t, uint32_t, uint32_t>;
+  // (M, N, K, A type, lines, A transposed, bias, tf32, alignments) -> the algorithm cuBLASLt's heuristic picked.
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, bool, bool, uint32_t, uint32_t, uint32_t>;
   std::map<Key, cublasLtMatmulAlgo_t> algos;
   std::set<Key> none;  // shapes the heuristic had no algorithm for
 };
@@ -68,7 +68,7 @@ int LtGemm::heuristics_cached() const {
 }
 
 bool LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B, bool lines, int64_t N,
-                    const float* bias, float* C, bool tf32, cudaStream_t stream) {
+                    const float* bias, float* C, bool tf32, cudaStream_t stream, bool a_trans) {
   Impl& im = *impl_;
   const cudaDataType_t t = data_type(ae);
   const bool f32 = ae == Elem::F32;
@@ -76,7 +76,7 @@ bool LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B,
   cublasLtMatrixLayout_t lb = nullptr, la = nullptr, lc = nullptr;
   STRAND_LT(cublasLtMatmulDescCreate(&desc, f32 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // Column-major view: Cᵀ [N x M] = opB [N x K] · Aᵀ [K x M].
-  const cublasOperation_t op_b = lines ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = CUBLAS_OP_N;
+  const cublasOperation_t op_b = lines ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = a_trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   STRAND_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_b, sizeof(op_b)));
   STRAND_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_a, sizeof(op_a)));
   if (bias) {
@@ -87,16 +87,20 @@ bool LtGemm::matmul(const void* A, Elem ae, int64_t M, int64_t K, const void* B,
     STRAND_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
   }
   // B's storage: lines = [N, K] row-major = K x N column-major (ld K); else [K, N] row-major =
-  // N x K column-major (ld N). A's: [M, K] row-major = K x M column-major (ld K).
+  // N x K column-major (ld N). A's: [M, K] row-major = K x M column-major (ld K); with a_trans,
+  // [K, M] row-major = M x K column-major (ld M), read transposed.
   if (lines)
     STRAND_LT(cublasLtMatrixLayoutCreate(&lb, t, uint64_t(K), uint64_t(N), K));
   else
     STRAND_LT(cublasLtMatrixLayoutCreate(&lb, t, uint64_t(N), uint64_t(K), N));
-  STRAND_LT(cublasLtMatrixLayoutCreate(&la, t, uint64_t(K), uint64_t(M), K));
+  if (a_trans)
+    STRAND_LT(cublasLtMatrixLayoutCreate(&la, t, uint64_t(M), uint64_t(K), M));
+  else
+    STRAND_LT(cublasLtMatrixLayoutCreate(&la, t, uint64_t(K), uint64_t(M), K));
   STRAND_LT(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(N), uint64_t(M), N));
 
   const uint32_t al_b = alignment_of(B), al_a = alignment_of(A), al_c = alignment_of(C);
-  const Impl::Key key{M, N, K, int(ae), lines, bias != nullptr, tf32, al_b, al_a, al_c};
+  const Impl::Key key{M, N, K, int(ae), lines, a_trans, bias != nullptr, tf32, al_b, al_a, al_c};
   cublasLtMatmulAlgo_t algo;
   {
     std::lock_guard<std::mutex> lk(im.mu);
@@ -260,35 +264,36 @@ void gemv(const float* x, int64_t M, int64_t K, const void* B, Elem be, bool lin
 namespace {
 
 template <class E>
-__global__ void gemm_fallback_kernel(const E* A, const E* B, bool lines, int64_t M, int64_t N, int64_t K,
-                                     const float* bias, float* C) {
+__global__ void gemm_fallback_kernel(const E* A, const E* B, bool lines, bool a_trans, int64_t M, int64_t N,
+                                     int64_t K, const float* bias, float* C) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t i = blockIdx.y;
   if (j >= N) return;
-  float acc = 0.0f;
-  for (int64_t k = 0; k < K; ++k)
-    acc += widen<E>(A[i * K + k]) * widen<E>(lines ? B[j * K + k] : B[k * N + j]);
-  C[i * N + j] = acc + (bias ? bias[j] : 0.0f);
+  for (int64_t i = blockIdx.y; i < M; i += gridDim.y) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < K; ++k)
+      acc += widen<E>(a_trans ? A[k * M + i] : A[i * K + k]) * widen<E>(lines ? B[j * K + k] : B[k * N + j]);
+    C[i * N + j] = acc + (bias ? bias[j] : 0.0f);
+  }
 }
 
 }  // namespace
 
 void gemm_fallback(const void* A, const void* B, Elem e, bool lines, int64_t M, int64_t N, int64_t K,
-                   const float* bias, float* C, cudaStream_t stream) {
+                   const float* bias, float* C, cudaStream_t stream, bool a_trans) {
   if (M == 0 || N == 0) return;
-  const dim3 grid(unsigned((N + 127) / 128), unsigned(M));
+  const dim3 grid(unsigned((N + 127) / 128), unsigned(M < 65535 ? M : 65535));  // rows beyond: grid-stride
   switch (e) {
     case Elem::F16:
       gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const __half*>(A), static_cast<const __half*>(B),
-                                                     lines, M, N, K, bias, C);
+                                                     lines, a_trans, M, N, K, bias, C);
       break;
     case Elem::BF16:
       gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const __nv_bfloat16*>(A),
-                                                     static_cast<const __nv_bfloat16*>(B), lines, M, N, K, bias, C);
+                                                     static_cast<const __nv_bfloat16*>(B), lines, a_trans, M, N, K, bias, C);
       break;
     default:
       gemm_fallback_kernel<<<grid, 128, 0, stream>>>(static_cast<const float*>(A), static_cast<const float*>(B), lines,
-                                                     M, N, K, bias, C);
+                                                     a_trans, M, N, K, bias, C);
   }
   STRAND_CUDA_LAUNCHED("gemm_fallback");
 }

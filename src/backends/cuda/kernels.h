@@ -3,7 +3,8 @@
 // One file per job, named as in the cpu tier: embedding.cu (gather_rows), elementwise.cu
 // (add, scale, causal mask, column copies, dtype conversion, fill), layernorm.cu,
 // activation.cu, softmax.cu, attention.cu (fused causal attention: exact f32 for any query
-// count, flash-style tensor-core prefill), gemm.cu (cuBLASLt products and strand's GEMV).
+// count, flash-style tensor-core prefill), gemm.cu (cuBLASLt products and strand's GEMV),
+// train.cu (the loss and the backward ops).
 // Every launcher queues work on `stream` and returns; none synchronizes, none allocates, so a
 // sequence of them can be captured into a CUDA graph. Pointers are device pointers, arrays
 // contiguous and row-major unless a stride says otherwise; shapes are in the comments.
@@ -71,19 +72,22 @@ void softmax(const float* x, int64_t M, int64_t N, float* out, cudaStream_t stre
 // ---- attention.cu ----------------------------------------------------------------------------
 // Causal multi-head attention: q [T, C], k and v [past + T, C], out [T, C]; head h uses
 // columns [h*D, (h+1)*D); query i attends to keys 0 .. past + i with softmax(q·k · scale).
+// With seqs > 1 (a training batch), q and out are seqs blocks of T rows and k, v seqs blocks
+// of past + T rows, each sequence attending only to its own keys.
 struct AttnArgs {
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;
   float* out = nullptr;
-  int64_t T = 0, C = 0, H = 0, D = 0, past = 0;
+  int64_t T = 0, C = 0, H = 0, D = 0, past = 0, seqs = 1;
   float scale = 1;
 };
-// Exact f32 (any T, D <= kAttnMaxD): one block per (head, query); its warps take keys in turn,
-// each keeping an online softmax over its keys, merged at the end. The decode kernel.
+// Exact f32 (any T, D <= kAttnMaxD, any seqs): one block per (head, query, sequence); its
+// warps take keys in turn, each keeping an online softmax over its keys, merged at the end.
+// The decode kernel, and training's forward.
 constexpr int64_t kAttnMaxD = 256;
 void attention_f32(const AttnArgs& a, cudaStream_t stream);
-// Flash-style prefill on tensor cores (D a multiple of 16, at most kFlashMaxD): blocks of 64
+// Flash-style prefill on tensor cores (one sequence, D a multiple of 16, at most kFlashMaxD): blocks of 64
 // queries of one head sweep the keys in tiles of 64 with an online softmax; q, k, v and the
 // probabilities are rounded to `tc` (f16 or bf16), scores and sums are f32.
 constexpr int64_t kFlashMaxD = 128;
@@ -99,12 +103,58 @@ constexpr int64_t kGemvMaxRows = 4;
 void gemv(const float* x, int64_t M, int64_t K, const void* B, Elem be, bool lines, int64_t N, const float* bias,
           float* y, cudaStream_t stream);
 // Any shape cuBLASLt declines: y[M, N] = A[M, K] · B (+ bias), A and B both in `e` (f32, f16
-// or bf16; B as lines or rows, as for gemv), products summed in f32, one thread per output.
+// or bf16; B as lines or rows, as for gemv; A as K rows of M with `a_trans`), products summed
+// in f32, one thread per output.
 void gemm_fallback(const void* A, const void* B, Elem e, bool lines, int64_t M, int64_t N, int64_t K,
-                   const float* bias, float* C, cudaStream_t stream);
+                   const float* bias, float* C, cudaStream_t stream, bool a_trans = false);
 // The GEMM ladder's own rungs (bench gemm): f32, C[M, N] = A[M, K] · B[K, N], all row-major.
 void gemm_naive_f32(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, cudaStream_t stream);
 void gemm_tiled_f32(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, cudaStream_t stream);
+
+// ---- train.cu: the loss and the backward ops of the op table (src/ops/ops.h) ---------------------
+// Every sum runs in an order fixed by the shapes (no atomics): a training step on the GPU is
+// reproducible bit for bit. Shapes as in ops.h; all f32 except ids and targets (i32).
+// out = x with 0 where j > past + i                  x, out [T, S]
+void causal_zero(const float* x, int64_t T, int64_t S, int64_t past, float* out, cudaStream_t stream);
+// out [M, W] = zeros with x [M, n] at columns [start, start + n)
+void pad_cols(const float* x, int64_t M, int64_t n, int64_t start, int64_t W, float* out, cudaStream_t stream);
+// out [L, N] = zeros with x [m, N] at rows [start, start + m)
+void pad_rows(const float* x, int64_t m, int64_t N, int64_t start, int64_t L, float* out, cudaStream_t stream);
+// out [N] = column sums of x [M, N]: blocks of 128 rows summed per column, then the blocks'
+// sums in order (deterministic); `part` is scratch of column_sum_chunks(M) * N floats
+int64_t column_sum_chunks(int64_t M);
+void sum_rows(const float* x, int64_t M, int64_t N, float* part, float* out, cudaStream_t stream);
+// out [L, N] = x [N] in every row
+void broadcast_rows(const float* x, int64_t L, int64_t N, float* out, cudaStream_t stream);
+// out [V, C] = zeros; out[ids[t]] += dy[t] for t = 0..n-1 in order (an id outside [0, V) adds
+// nothing; its forward gather wrote a NaN row, so the loss says so)
+void scatter_add_rows(const float* dy, const int32_t* ids, int64_t n, int64_t C, int64_t V, float* out,
+                      cudaStream_t stream);
+// out[0] = mean_t -log softmax(logits[t])[targets[t]]     logits [n, V]; `rows` is scratch of n
+// floats. A target outside [0, V) makes the loss NaN.
+void cross_entropy(const float* logits, const int32_t* targets, int64_t n, int64_t V, float* rows, float* out,
+                   cudaStream_t stream);
+// out[t] = (softmax(logits[t]) - onehot(targets[t])) * dloss[0] / n
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* dloss, int64_t n, int64_t V,
+                            float* out, cudaStream_t stream);
+// dx of layernorm: x, dy, out [M, N], gain g [N] (f32/f16/bf16)
+void layernorm_backward(const float* x, const void* g, Elem ge, const float* dy, int64_t M, int64_t N, float eps,
+                        float* out, cudaStream_t stream);
+// out [N] = column sums of dy · x̂ (x normalized per row), as sum_rows sums; `stats` is scratch
+// of 2M floats, `part` of column_sum_chunks(M) * N
+void layernorm_gain_grad(const float* x, const float* dy, int64_t M, int64_t N, float eps, float* stats, float* part,
+                         float* out, cudaStream_t stream);
+// out = dy · act'(x), act numbered as strand::Act        n elements
+void activation_backward(const float* x, const float* dy, int64_t n, int act, float* out, cudaStream_t stream);
+// out = y · (dy - rowsum(dy · y))                        y, dy, out [M, N]
+void softmax_backward(const float* y, const float* dy, int64_t M, int64_t N, float* out, cudaStream_t stream);
+// The gradient of attention_f32 (a.q, a.k, a.v as there, a.seqs sequences; a.out unused):
+// out [seqs * (past + T), 3C] gets, per sequence, [dq | dk | dv] in its past + T rows, dq in
+// the last T (zeros above). `scratch` holds attention_backward_scratch(a) floats: the
+// probabilities and score gradients, [heads, T, past + T] each, of as many heads of one
+// sequence as fit 256 MiB (at least one); the heads and sequences are done in turn.
+int64_t attention_backward_scratch(const AttnArgs& a);
+void attention_backward(const AttnArgs& a, const float* dy, float* scratch, float* out, cudaStream_t stream);
 
 // ---- probe.cu --------------------------------------------------------------------------------
 // Fills n floats with values from a hash of (seed, index), uniform in [-1, 1) (probe inputs:

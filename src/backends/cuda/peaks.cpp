@@ -137,6 +137,23 @@ CudaPeaks measure_cuda_peaks(bool quick) {
   return r;
 }
 
+double measure_cuda_f32_peak_tflops(bool tf32) {
+  Device& dev = Device::get();
+  cudaStream_t s = dev.stream();
+  const int64_t n = 4096;
+  DevBuf a(size_t(n * n) * 4), b(size_t(n * n) * 4), c(size_t(n * n) * 4);
+  cuda::fill_random(a.as<float>(), n * n, 4, s);
+  cuda::fill_random(b.as<float>(), n * n, 5, s);
+  const std::vector<double> t = time_runs(
+      [&] {
+        if (!dev.lt().matmul(a.p, Elem::F32, n, n, b.p, false, n, nullptr, c.as<float>(), tf32, s))
+          fail("cuBLASLt has no f32 algorithm for {0}x{0}x{0}", n);
+      },
+      2, 5);
+  dev.sync();
+  return 2.0 * double(n) * double(n) * double(n) / median(t) / 1e12;
+}
+
 std::vector<CudaGemmCell> cuda_gemm_ladder(const std::vector<CudaGemmShape>& shapes, int reps,
                                            const std::function<void(const std::string&)>& progress) {
   Device& dev = Device::get();
