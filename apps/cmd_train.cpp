@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "bench/train_bench.h"
 #include "backends/cpu/threadpool.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -115,8 +116,9 @@ int run_train(TrainArgs& a, CLI::App* app) {
     t = start_run(a);
   }
   const TrainConfig& cfg = t->config();
-  const Gpt2Config& mc = t->model().config;
-  const double peak = measure_fma_peak_gflops(t->threads(), 0.3);  // the bar MFU is measured against
+  const Gpt2Config& mc = t->model_config();
+  std::string peak_what;  // the bar MFU is measured against: the first tier's unit
+  const double peak = training_peak_gflops(t->runner().plan().chain.front()->name(), t->threads(), &peak_what);
   int64_t nparams = 0;
   for (const Param& p : t->runner().params()) nparams += p.tensor.numel();
   if (a.explain) std::fprintf(stderr, "plan of one training step:\n%s", t->runner().plan().explain(t->runner().graph().graph).c_str());
@@ -132,8 +134,9 @@ int run_train(TrainArgs& a, CLI::App* app) {
                 (long long)cfg.steps, (long long)cfg.batch, (long long)cfg.ctx, cfg.lr, cfg.min_lr, (long long)cfg.warmup,
                 cfg.weight_decay, cfg.clip, (unsigned long long)cfg.seed,
                 a.resume.empty() ? "" : fmt::format(" (resumed at step {})", t->steps_done()).c_str());
-    std::printf("tiers: %s, %d threads; %.2f GFLOP per step; FP32 peak %.0f GFLOP/s (measured)\n", tiers.c_str(),
-                t->threads(), t->flops_per_step() / 1e9, peak);
+    std::printf("tiers: %s, %d threads; %.2f GFLOP per step; peak %.0f GFLOP/s (%s)%s\n", tiers.c_str(),
+                t->threads(), t->flops_per_step() / 1e9, peak, peak_what.c_str(),
+                t->optimizer_device() ? fmt::format("; AdamW on the {} tier", t->optimizer_device()->name()).c_str() : "");
     std::fflush(stdout);
   }
   g_interrupted = false;
@@ -190,7 +193,7 @@ int run_train(TrainArgs& a, CLI::App* app) {
                   .dump(-1, ' ', false, json::error_handler_t::replace)
                   .c_str());
   } else {
-    std::printf("%s: %lld steps in %.1f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the FP32 peak (validation: %.1f s more)\n",
+    std::printf("%s: %lld steps in %.1f s, %.0f tokens/s, %.1f GFLOP/s = %.0f%% of the peak (validation: %.1f s more)\n",
                 stopped ? (g_interrupted ? "interrupted" : "stopped") : "done", (long long)ran, secs, tps, gf,
                 peak > 0 ? 100 * gf / peak : 0.0, eval_secs);
     std::printf("saved %s: config.json, model.safetensors, vocab.json, merges.txt (a Hugging Face GPT-2 directory), "

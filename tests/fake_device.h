@@ -23,6 +23,7 @@
 #include "backends/backend.h"
 #include "backends/naive/naive.h"
 #include "core/error.h"
+#include "train/adamw.h"
 
 namespace strand::testing {
 
@@ -39,6 +40,24 @@ class FakeDevice final : public Backend {
     return Verdict::yes("naive loops on its own memory");
   }
   const void* memory_space() const override { return mem_.get(); }
+
+  // Training state in its memory: the host's AdamW update and sum of squares, on its buffers.
+  bool trains_in_place() const override { return train_in_place; }
+  void adamw_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWUpdate& u) override {
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&p, &g, &m, &v}) need_mine(*t, "adamw_update");
+    ++optimizer_updates;
+    float* pp = p.ptr<float>();
+    float* mm = m.ptr<float>();
+    float* vv = v.ptr<float>();
+    const float* gg = g.ptr<const float>();
+    for (int64_t j = 0; j < p.numel(); ++j) adamw_element(pp[j], gg[j], mm[j], vv[j], u);
+  }
+  double sum_squares(const std::vector<Tensor>& ts) override {
+    for (const Tensor& t : ts) need_mine(t, "sum_squares");
+    return global_sum_squares(ts);
+  }
+  bool train_in_place = true;
+  int optimizer_updates = 0;
 
   Tensor allocate_like(const Tensor& like) override {
     const size_t bytes = std::max<size_t>(1, like.nbytes());

@@ -220,7 +220,7 @@ TEST(DeviceResidency, NodeByNodeTimingMakesTheSameCopies) {
 TEST(DeviceResidency, WeightsChangedBetweenRunsReachTheDeviceWhenTheRunSaysSo) {
   // A product with a weight, with and without a loss behind it. Weights are resident by
   // default (uploaded once); an optimizer changes them in place, so a training step (a graph
-  // with a loss) or a run with weights_change must read the new bytes, not the first copy.
+  // with a loss) or a run with Weights::Fresh must read the new bytes, not the first copy.
   for (const bool with_loss : {false, true}) {
     SCOPED_TRACE(with_loss ? "graph with a loss" : "graph without a loss");
     Graph g;
@@ -271,9 +271,9 @@ TEST(DeviceResidency, WeightsChangedBetweenRunsReachTheDeviceWhenTheRunSaysSo) {
       EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), first));
       // ...unless the run says they changed.
       RunOptions ro;
-      ro.weights_change = true;
+      ro.weights = RunOptions::Weights::Fresh;
       execute(g, plan, values, ro);
-      EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), moved)) << "weights_change ignored";
+      EXPECT_TRUE(same_bytes(values[size_t(out)].to(DType::F32), moved)) << "Weights::Fresh ignored";
       EXPECT_GT(dev->copies_in, copies + 1);
     }
   }

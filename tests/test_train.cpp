@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "backends/amx/amx.h"
@@ -10,6 +11,7 @@
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
 #include "cli_util.h"
+#include "fake_device.h"
 #include "core/error.h"
 #include "formats/safetensors.h"
 #include "model/weight_cast.h"
@@ -73,7 +75,7 @@ StepErrors first_step_errors(const std::string& tag, const std::vector<std::shar
 
 }  // namespace
 
-class GoldenTraining : public testing::TestWithParam<std::string> {};
+class GoldenTraining : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenTraining, ReferenceGradientsEqualPyTorchs) {
   const StepErrors e = first_step_errors(GetParam(), {std::shared_ptr<Backend>(make_reference_backend())});
@@ -152,7 +154,7 @@ TEST_P(GoldenTraining, TwoStepsOnTheReferenceLandWhereTorchDid) {
   for (const Param& p : r.params()) EXPECT_LT(rel_err(p.tensor, golden_tensor(tag + ".after2." + p.name)), 2e-6) << p.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTraining, testing::Values("tied", "untied"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTraining, ::testing::Values("tied", "untied"));
 
 TEST(Schedule, WarmupThenCosineToMinimum) {
   EXPECT_DOUBLE_EQ(lr_at(0, 100, 1e-3, 1e-4, 10), 1e-4);    // 1/10 of lr at the first step
@@ -263,4 +265,90 @@ TEST(TrainTiers, CudaTierTakesEveryNodeOfATrainingStep) {
   const TrainGraph tg = build_train_graph(m, kSeqs, kT);
   for (OpKind k : {OpKind::MatMulAt, OpKind::AttentionBackward, OpKind::LayerNormBackward, OpKind::ScatterAddRows})
     EXPECT_TRUE(tg.graph.has_op(k)) << op_name(k);
+}
+
+// A tier that trains in place (a GPU; here the fake device of tests/fake_device.h, which runs the
+// naive loops on memory of its own): the whole step on it, the weights are its resident copies
+// updated there by its AdamW, the gradients stay there, and per step only the ids, targets and
+// the loss cross. It must train exactly as the host does: the same losses, gradient norms and
+// weights bit for bit (the fake device computes as the naive tier and AdamW's element update is
+// one function), the host's weights lagging until sync_to_host.
+TEST(TrainTiers, AnOptimizerOnTheDeviceTrainsAsOnTheHostBitForBit) {
+  using strand::testing::FakeDevice;
+  auto fake = std::make_shared<FakeDevice>();
+  std::shared_ptr<Backend> naive(make_naive_backend());
+  Gpt2Model md = trainable("untied"), mh = trainable("untied");
+  StepRunner dev_run(build_train_graph(md, kSeqs, kT), {fake}, true);
+  StepRunner host_run(build_train_graph(mh, kSeqs, kT), {naive}, true);
+  ASSERT_EQ(dev_run.whole_step_device(), fake);
+  EXPECT_EQ(host_run.whole_step_device(), nullptr);
+  dev_run.set_device(fake);
+  auto params_of = [](const StepRunner& r, std::vector<Tensor>* p, std::vector<bool>* d) {
+    for (const Param& q : r.params()) {
+      p->push_back(q.tensor);
+      d->push_back(q.decay);
+    }
+  };
+  std::vector<Tensor> pd, ph;
+  std::vector<bool> dd, dh;
+  params_of(dev_run, &pd, &dd);
+  params_of(host_run, &ph, &dh);
+  AdamW opt_dev(pd, dd, AdamWConfig{}, fake), opt_host(ph, dh, AdamWConfig{});
+  const std::vector<Tensor> before = [&] {
+    std::vector<Tensor> c;
+    for (const Tensor& t : pd) c.push_back(t.to(DType::F32));
+    return c;
+  }();
+  for (int step = 1; step <= 3; ++step) {
+    const std::string s = std::to_string(step > 2 ? 2 : step);
+    const int32_t* ids = golden_tensor("untied.ids" + s).ptr<const int32_t>();
+    const int32_t* tg = golden_tensor("untied.targets" + s).ptr<const int32_t>();
+    const double in0 = fake->bytes_in;
+    const double ld = dev_run.run(ids, tg), lh = host_run.run(ids, tg);
+    EXPECT_EQ(ld, lh) << "step " << step;
+    // ids, targets, positions (i32) and the loss seed: no weight crosses, not even the first time
+    // after the optimizer changed them.
+    if (step > 1) {
+      EXPECT_EQ(fake->bytes_in - in0, double(3 * kSeqs * kT * 4 + 4)) << "more than the inputs crossed";
+    }
+    std::vector<Tensor> gd, gh;
+    for (size_t i = 0; i < dev_run.params().size(); ++i) {
+      gd.push_back(dev_run.grad(i));
+      gh.push_back(host_run.grad(i));
+      EXPECT_TRUE(fake->holds(gd.back())) << "the gradient left the device";
+    }
+    const double nd = opt_dev.grad_norm(gd), nh = opt_host.grad_norm(gh);
+    EXPECT_EQ(nd, nh);
+    opt_dev.step(gd, 1e-2, nd > 1 ? 1 / nd : 1.0);
+    opt_host.step(gh, 1e-2, nh > 1 ? 1 / nh : 1.0);
+  }
+  EXPECT_EQ(fake->optimizer_updates, 3 * int(pd.size()));
+  // The host tensors lag (the device's copies are the weights) until synced.
+  EXPECT_EQ(std::memcmp(pd[0].data, before[0].data, pd[0].nbytes()), 0);
+  // An evaluation graph on the device reads the updated copies (no fresh copy of stale host bytes).
+  StepRunner eval_dev(build_eval_graph(md, kSeqs, kT), {fake}, true), eval_host(build_eval_graph(mh, kSeqs, kT), {naive}, true);
+  eval_dev.set_device(fake);
+  const int32_t* ids = golden_tensor("untied.ids1").ptr<const int32_t>();
+  const int32_t* tg = golden_tensor("untied.targets1").ptr<const int32_t>();
+  EXPECT_EQ(eval_dev.run(ids, tg), eval_host.run(ids, tg));
+  opt_dev.sync_to_host();
+  for (size_t i = 0; i < pd.size(); ++i) {
+    EXPECT_EQ(std::memcmp(pd[i].data, ph[i].data, pd[i].nbytes()), 0) << dev_run.params()[i].name;
+    const Tensor md_i = opt_dev.moment_m(i), mh_i = opt_host.moment_m(i);
+    const Tensor vd_i = opt_dev.moment_v(i), vh_i = opt_host.moment_v(i);
+    EXPECT_EQ(std::memcmp(md_i.data, mh_i.data, md_i.nbytes()), 0);
+    EXPECT_EQ(std::memcmp(vd_i.data, vh_i.data, vd_i.nbytes()), 0);
+  }
+  // Moments set from the host (a resume) come back as they were given.
+  Tensor m0 = opt_host.moment_m(0).to(DType::F32), v0 = opt_host.moment_v(0).to(DType::F32);
+  m0.ptr<float>()[0] = 7.0f;
+  opt_dev.set_moments(0, m0, v0);
+  EXPECT_EQ(opt_dev.moment_m(0).ptr<const float>()[0], 7.0f);
+  // A tier that does not train in place, or a step that is not whole on it, keeps the optimizer on the host.
+  fake->train_in_place = false;
+  EXPECT_EQ(dev_run.whole_step_device(), nullptr);
+  fake->train_in_place = true;
+  auto partial = std::make_shared<FakeDevice>(std::set<OpKind>{OpKind::AttentionBackward});
+  StepRunner split(build_train_graph(md, kSeqs, kT), {partial, naive}, false);
+  EXPECT_EQ(split.whole_step_device(), nullptr);
 }

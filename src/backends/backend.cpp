@@ -27,6 +27,12 @@ void Backend::poison(Tensor&) { host_tier(*this, "poison a buffer"); }
 void Backend::copy_in(const Tensor&, Tensor&) { host_tier(*this, "copy a value in"); }
 void Backend::copy_out(const Tensor&, Tensor&) { host_tier(*this, "copy a value out"); }
 Tensor Backend::resident(const Tensor&) { host_tier(*this, "keep a resident weight"); }
+void Backend::adamw_update(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamWUpdate&) {
+  fail("the {} tier does not run the optimizer in its memory", name());
+}
+double Backend::sum_squares(const std::vector<Tensor>&) {
+  fail("the {} tier does not sum gradients in its memory", name());
+}
 
 Tensor device_tensor(void* data, DType dtype, const Shape& shape, const std::vector<int64_t>& strides,
                      DeviceBuffer d) {

@@ -21,6 +21,8 @@
 // runtime checks), and a tier refuses a pointer into memory it did not hand out.
 #pragma once
 
+#include <cmath>
+
 #include <functional>
 #include <memory>
 #include <span>
@@ -84,6 +86,23 @@ struct Precision {
   }
 };
 
+// One AdamW step's constants (train/adamw.h has the update rule), and the update of one element
+// in f32; a tier that trains in place computes these operations in this order, each rounded on
+// its own (the cuda tier's kernel gives the same bits).
+struct AdamWUpdate {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float step_size = 0;  // lr / (1 - beta1^t)
+  float bc2_sqrt = 1;   // sqrt(1 - beta2^t)
+  float decay = 1;      // 1 - lr * weight_decay where decay applies, else 1
+  float grad_scale = 1; // clipping (and loss scaling) folded into the gradient
+};
+inline void adamw_element(float& p, float g, float& m, float& v, const AdamWUpdate& u) {
+  const float gs = g * u.grad_scale;
+  m = u.beta1 * m + (1.0f - u.beta1) * gs;
+  v = u.beta2 * v + (1.0f - u.beta2) * gs * gs;
+  p = p * u.decay - u.step_size * (m / (std::sqrt(v) / u.bc2_sqrt + u.eps));
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -119,6 +138,17 @@ class Backend {
   // host bytes and kept while the tier's memory lives; later calls return the same copy. The
   // host tensor is kept alive with it, so its address cannot be reused for other bytes.
   virtual Tensor resident(const Tensor& host);
+
+  // ---- training state in its own memory (optional) ----
+  // Whether it runs the optimizer where its memory is: a trainer whose whole step runs on this
+  // tier then keeps the weights (its resident copies, updated in place), the gradients and
+  // AdamW's moments there, and only the loss and the gradient norm cross per step.
+  virtual bool trains_in_place() const { return false; }
+  // One AdamW update of a parameter in its memory (p, g, m, v: contiguous f32 of one shape).
+  virtual void adamw_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWUpdate& u);
+  // The sum of the squares of every element of `ts` (in its memory), in double, in an order that
+  // depends only on the shapes: each tensor by blocks of 4096 elements.
+  virtual double sum_squares(const std::vector<Tensor>& ts);
 
   // What it rounds node `n`'s inputs to (see Precision). Asked only for nodes it supports.
   virtual Precision precision(const Graph& g, const Node& n) const { return {}; }

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "backends/cpu/threadpool.h"
+#include "backends/cuda/cuda.h"
 #include "backends/registry.h"
 #include "bench/model_bench.h"
 #include "core/error.h"
@@ -32,6 +33,23 @@ double median(std::vector<double> v) {
 }
 
 }  // namespace
+
+double training_peak_gflops(const std::string& first_tier, int threads, std::string* what) {
+  if (first_tier == "cuda") {
+    // The GPU's ceiling in what the step's products compute in: f32 (TF32 with
+    // STRAND_CUDA_TF32=1), or bf16 tensor cores with STRAND_CUDA_BF16=1.
+    const CudaOptions co = cuda_options_from_env();
+    if (co.bf16) {
+      const CudaPeaks pk = measure_cuda_peaks(false);
+      *what = "cuda: " + pk.bf16_detail;
+      return pk.bf16_tflops * 1e3;
+    }
+    *what = fmt::format("cuda: cuBLASLt {} 4096³ product, measured", co.tf32 ? "tf32" : "f32");
+    return measure_cuda_f32_peak_tflops(co.tf32) * 1e3;
+  }
+  *what = fmt::format("FP32 FMA lanes of {} thread{}, measured", threads, threads == 1 ? "" : "s");
+  return measure_fma_peak_gflops(threads, 0.3);
+}
 
 TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
   TrainBenchReport r;
@@ -70,14 +88,17 @@ TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
         params.push_back(p.tensor);
         decay.push_back(p.decay);
       }
-      AdamW opt(params, decay, AdamWConfig{});
+      const std::shared_ptr<Backend> device = runner.whole_step_device();  // a GPU: state stays there
+      runner.set_device(device);
+      res.optimizer_on = device ? device->name() : "host";
+      AdamW opt(params, decay, AdamWConfig{}, device);
       std::vector<double> opt_secs;
       auto step = [&] {
         runner.run(ids.data(), targets.data());
         const double t0 = now();
         std::vector<Tensor> grads;
         for (size_t i = 0; i < runner.params().size(); ++i) grads.push_back(runner.grad(i));
-        const double norm = global_grad_norm(grads);
+        const double norm = opt.grad_norm(grads);
         opt.step(grads, 1e-4, norm > 1 ? 1 / norm : 1.0);
         opt_secs.push_back(now() - t0);
       };
@@ -109,7 +130,8 @@ TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
       res.matmul_flops = runner.graph().matmul_flops;
       res.gflops = res.step_flops / med / 1e9;
       res.optimizer_seconds = median(opt_secs);
-      res.peak_gflops = measure_fma_peak_gflops(th, 0.3);
+      opt.sync_to_host();  // the next combination starts from the host's (now current) weights
+      res.peak_gflops = training_peak_gflops(runner.plan().chain.front()->name(), th, &res.peak_source);
       res.mfu = res.peak_gflops > 0 ? res.gflops / res.peak_gflops : 0;
       if (o.profile) {
         runner.set_time_nodes(true);
@@ -145,6 +167,20 @@ std::string TrainBenchReport::markdown() const {
     for (const auto& [k, t] : r.profile)
       if (t >= 0.002 * total) s += fmt::format("  {:<32} {:8.3f} s  {:5.1f}%\n", k, t, 100 * t / total);
   }
+  std::vector<std::string> sources;
+  for (const auto& r : results)
+    if (std::find(sources.begin(), sources.end(), r.chain + ": " + r.peak_source) == sources.end())
+      sources.push_back(r.chain + ": " + r.peak_source);
+  std::vector<std::string> where;
+  for (const auto& r : results)
+    if (r.optimizer_on != "host" && !r.optimizer_on.empty())
+      where.push_back(fmt::format("{}: the weights, gradients and AdamW's moments stay in the {} tier's memory "
+                                  "(only the loss and the gradient norm cross per step)",
+                                  r.chain, r.optimizer_on));
+  s += "\npeak GFLOP/s is";
+  for (size_t i = 0; i < sources.size(); ++i) s += (i ? "; " : " ") + sources[i];
+  s += "\n";
+  for (const auto& w : where) s += "optimizer: " + w + "\n";
   for (const auto& n : notes) s += "\nnote: " + n + "\n";
   return s;
 }
@@ -166,8 +202,8 @@ json TrainBenchReport::to_json() const {
     rows.push_back({{"chain", r.chain}, {"threads", r.threads}, {"precision", r.precision}, {"batch", r.batch}, {"ctx", r.ctx},
                     {"seconds", r.seconds}, {"tokens_per_s", r.tps_median}, {"tokens_per_s_min", r.tps_min},
                     {"tokens_per_s_max", r.tps_max}, {"step_flops", r.step_flops}, {"matmul_flops", r.matmul_flops},
-                    {"gflops", r.gflops}, {"peak_gflops", r.peak_gflops}, {"mfu", r.mfu},
-                    {"optimizer_seconds", r.optimizer_seconds}, {"products_gflops", r.matmul_gflops},
+                    {"gflops", r.gflops}, {"peak_gflops", r.peak_gflops}, {"peak_source", r.peak_source}, {"mfu", r.mfu},
+                    {"optimizer_seconds", r.optimizer_seconds}, {"optimizer_on", r.optimizer_on}, {"products_gflops", r.matmul_gflops},
                     {"products_pct_peak", r.matmul_pct_peak}, {"profile", prof}});
   }
   return {{"machine", machine}, {"model", model}, {"parameters", parameters}, {"results", rows}, {"notes", notes}};

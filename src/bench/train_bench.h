@@ -43,7 +43,9 @@ struct TrainBenchResult {
   double tps_median = 0, tps_min = 0, tps_max = 0;
   double step_flops = 0, matmul_flops = 0;
   double gflops = 0, peak_gflops = 0, mfu = 0;
+  std::string peak_source;       // what the peak is: the FP32 FMA lanes of `threads` cores, or the GPU's f32 GEMM
   double optimizer_seconds = 0;  // of the median step: gradient norm + AdamW
+  std::string optimizer_on;      // "host", or the tier whose memory holds the weights and moments
   // With profile: where a step's time went, by node kind (largest first), and the products' rate.
   std::vector<std::pair<std::string, double>> profile;
   double matmul_seconds = 0, matmul_gflops = 0, matmul_pct_peak = 0;
@@ -60,5 +62,10 @@ struct TrainBenchReport {
 };
 
 TrainBenchReport run_train_bench(const TrainBenchOptions& opt);
+
+// The peak a training step's MFU is measured against, for a chain whose first tier is
+// `first_tier`: the FP32 FMA lanes of `threads` cores, or on the cuda tier the GPU's rate in
+// what its products compute in (f32, tf32 or bf16). `what` says which, measured.
+double training_peak_gflops(const std::string& first_tier, int threads, std::string* what);
 
 }  // namespace strand

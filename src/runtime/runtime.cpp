@@ -166,7 +166,8 @@ RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, 
   // Copies made so far: (value, memory) -> the copy there.
   std::map<std::pair<ValueId, MemoryId>, Tensor> copies;
   size_t next = 0;  // the next transfer to perform
-  const bool fresh_weights = opt.weights_change || g.has_op(OpKind::CrossEntropy);
+  const bool fresh_weights = opt.weights == RunOptions::Weights::Fresh ||
+                             (opt.weights == RunOptions::Weights::Auto && g.has_op(OpKind::CrossEntropy));
   auto perform = [&](const Transfer& t) {
     const auto c0 = Clock::now();
     const Tensor& src = values[size_t(t.value)];
@@ -251,6 +252,7 @@ RunStats execute(const Graph& g, const Plan& plan, std::vector<Tensor>& values, 
         plan.chain[size_t(t.to)]->copy_in(staged, home);
       }
     } else if (t.output) {
+      if (std::find(opt.outputs_stay.begin(), opt.outputs_stay.end(), t.value) != opt.outputs_stay.end()) continue;
       values[size_t(t.value)] = copy_between(plan, values[size_t(t.value)], t.from, kHost);
     } else {
       fail("internal: transfer of %{} has no node to come before", t.value);

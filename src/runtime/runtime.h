@@ -5,7 +5,7 @@
 // poisons them so that an element no kernel wrote shows up as NaN, and dispatches the segments
 // in order, timing each. Performs the plan's transfers (planner.h): before a segment, the
 // copies its nodes read (a tier with its own memory keeps weights resident instead, unless they
-// change from run to run: RunOptions::weights_change); after the
+// change from run to run: RunOptions::weights); after the
 // last, graph outputs back to the host and states written in place elsewhere back to their
 // home. A segment's nodes see the copies in place of the originals; on return `values` holds
 // the originals, and every graph output on the host. A host tier is never handed a tensor in
@@ -29,10 +29,16 @@ struct RunOptions {
   // (from an earlier run of the same graph): a training step runs the same graph again and
   // again, and gigabytes of fresh pages per step cost time.
   bool reuse_outputs = false;
-  // The weights may have changed in place since the last run (an optimizer step): a tier with
-  // memory of its own gets a fresh copy of each weight it reads instead of its resident one.
-  // A graph with a loss (CrossEntropy) is a training or evaluation step and is run so always.
-  bool weights_change = false;
+  // What a tier with memory of its own reads a weight from. Resident: its resident copy
+  // (uploaded once; the tier's copy is the weight, as when an optimizer updates it there).
+  // Fresh: a copy made on this run, because the host weights may have changed in place since
+  // the last (an optimizer step on the host). Auto: Fresh for a graph with a loss (a training or
+  // evaluation step), Resident otherwise.
+  enum class Weights : uint8_t { Auto, Resident, Fresh };
+  Weights weights = Weights::Auto;
+  // Graph outputs left in the memory of the tier that made them instead of copied to the host
+  // (a trainer whose optimizer runs there keeps the gradients there).
+  std::vector<ValueId> outputs_stay;
 };
 
 struct RunStats {

@@ -73,6 +73,15 @@ std::string train_node_kind(const Node& n) {
 }
 
 TrainGraph build_train_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, true); }
+
+std::shared_ptr<Backend> StepRunner::whole_step_device() const {
+  if (plan_.chain.empty()) return nullptr;
+  const std::shared_ptr<Backend>& first = plan_.chain.front();
+  if (first->host_memory() || !first->trains_in_place()) return nullptr;
+  for (const Placement& p : plan_.placement)
+    if (p.tier != 0) return nullptr;
+  return first;
+}
 TrainGraph build_eval_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, false); }
 
 StepRunner::StepRunner(TrainGraph tg, std::vector<std::shared_ptr<Backend>> chain, bool strict)
@@ -95,6 +104,13 @@ double StepRunner::run(const int32_t* ids, const int32_t* targets, float loss_sc
   RunOptions ro;
   ro.reuse_outputs = true;
   ro.time_nodes = time_nodes_;
+  if (device_) {
+    ro.weights = RunOptions::Weights::Resident;
+    for (const Param& p : tg_.params)
+      if (p.grad >= 0) ro.outputs_stay.push_back(p.grad);
+  } else {
+    ro.weights = RunOptions::Weights::Fresh;
+  }
   const RunStats st = execute(tg_.graph, plan_, values_, ro);
   seconds_ += st.seconds;
   for (size_t n = 0; n < st.node_seconds.size(); ++n) {

@@ -50,7 +50,17 @@ class StepRunner {
   // Runs the graph on ids and targets ([seqs * t] each); returns the loss. Gradients are then
   // in grad(i) for params()[i] (when the graph has a backward).
   double run(const int32_t* ids, const int32_t* targets, float loss_scale = 1.0f);
+  // The gradient of params()[i]: on the host, or in the device's memory after set_device.
   const Tensor& grad(size_t i) const { return values_[size_t(tg_.params[i].grad)]; }
+
+  // The tier that runs every node of this step when it trains in place (Backend::
+  // trains_in_place), else null: a trainer may then keep its state there (AdamW's device).
+  std::shared_ptr<Backend> whole_step_device() const;
+  // Where the optimizer keeps the weights. Null (the default): on the host, updated in place
+  // between runs, so tiers with memory of their own read fresh copies on every run. A device:
+  // its resident copies are the weights (updated there), read as they are, and the gradients
+  // stay in its memory.
+  void set_device(std::shared_ptr<Backend> device) { device_ = std::move(device); }
   const std::vector<Param>& params() const { return tg_.params; }
   const TrainGraph& graph() const { return tg_; }
   const Plan& plan() const { return plan_; }
@@ -66,6 +76,7 @@ class StepRunner {
  private:
   TrainGraph tg_;
   Plan plan_;
+  std::shared_ptr<Backend> device_;
   std::vector<Tensor> values_;
   double seconds_ = 0;
   bool time_nodes_ = false;

@@ -117,7 +117,11 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
   ac.beta2 = cfg_.beta2;
   ac.eps = cfg_.eps;
   ac.weight_decay = cfg_.weight_decay;
-  opt_ = std::make_unique<AdamW>(params, decay, ac);
+  // The whole step on a tier that trains in place (a GPU): weights, gradients and moments stay
+  // there; only the loss and the gradient norm cross per step.
+  const std::shared_ptr<Backend> device = runner_->whole_step_device();
+  runner_->set_device(device);
+  opt_ = std::make_unique<AdamW>(params, decay, ac, device);
   sampler_ = std::make_unique<BatchSampler>(corpus_.train, cfg_.batch, cfg_.ctx, cfg_.seed);
   // Validation: full batches of consecutive windows (fewer sequences when the held-out text is short).
   if (!corpus_.val.empty()) {
@@ -126,6 +130,7 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
     if (seqs >= 1) {
       eval_batches_ = eval_batches(corpus_.val, seqs, cfg_.ctx, cfg_.eval_windows);
       eval_ = std::make_unique<StepRunner>(build_eval_graph(model_, seqs, cfg_.ctx), chain_, cfg_.strict);
+      eval_->set_device(device);  // with a device: its copies are the weights (host tiers get synced ones)
     }
   }
 }
@@ -137,6 +142,7 @@ void Trainer::set_total_steps(int64_t steps) {
 
 double Trainer::evaluate() {
   if (!eval_ || eval_batches_.empty()) return NAN;
+  if (opt_->device() && !eval_->whole_step_device()) opt_->sync_to_host();  // host tiers read the host weights
   double total = 0;
   for (const EvalBatch& b : eval_batches_) total += eval_->run(b.ids.data(), b.targets.data());
   return total / double(eval_batches_.size());
@@ -153,7 +159,7 @@ StepLog Trainer::step() {
   if (!std::isfinite(log.loss)) fail("step {}: the loss is {} (try a lower --lr)", log.step, log.loss);
   std::vector<Tensor> grads;
   for (size_t i = 0; i < runner_->params().size(); ++i) grads.push_back(runner_->grad(i));
-  log.grad_norm = global_grad_norm(grads);
+  log.grad_norm = opt_->grad_norm(grads);
   const double scale = cfg_.clip > 0 && log.grad_norm > cfg_.clip ? cfg_.clip / log.grad_norm : 1.0;
   opt_->step(grads, log.lr, scale);
   ++step_;
@@ -171,14 +177,15 @@ void Trainer::save(const std::string& dir) const {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail("--out {}: cannot create the directory: {}", dir, ec.message());
+  opt_->sync_to_host();
   save_gpt2_dir(dir, model_.config, model_.weights);
   tok_.write_files(dir);
   // AdamW's moments by parameter name.
   std::vector<std::pair<std::string, Tensor>> moments;
   const auto& params = runner_->params();
   for (size_t i = 0; i < params.size(); ++i) {
-    moments.emplace_back("m." + params[i].name, opt_->m()[i]);
-    moments.emplace_back("v." + params[i].name, opt_->v()[i]);
+    moments.emplace_back("m." + params[i].name, opt_->moment_m(i));
+    moments.emplace_back("v." + params[i].name, opt_->moment_v(i));
   }
   write_safetensors((fs::path(dir) / "optimizer.safetensors").string(), moments, {{"format", "strand-adamw"}});
   json hist = json::array();
@@ -254,15 +261,18 @@ std::unique_ptr<Trainer> Trainer::resume_from(const std::string& dir, const std:
   const auto opt = SafeTensors::open((fs::path(dir) / "optimizer.safetensors").string());
   const auto& params = t->runner_->params();
   for (size_t i = 0; i < params.size(); ++i) {
-    for (auto* dst : {&t->opt_->m()[i], &t->opt_->v()[i]}) {
-      const std::string name = (dst == &t->opt_->m()[i] ? "m." : "v.") + params[i].name;
+    const Tensor* mv[2] = {nullptr, nullptr};
+    for (int k = 0; k < 2; ++k) {
+      const std::string name = (k == 0 ? "m." : "v.") + params[i].name;
       const Tensor* src = opt->find(name);
       if (!src) fail("--resume {}: optimizer.safetensors has no {}", dir, name);
-      if (src->dtype != DType::F32 || src->shape != dst->shape)
+      if (src->dtype != DType::F32 || src->shape != params[i].tensor.shape)
         fail("--resume {}: optimizer.safetensors: {} is {} {}, expected f32 {}", dir, name, dtype_name(src->dtype),
-             shape_str(src->shape), shape_str(dst->shape));
-      std::memcpy(dst->data, src->data, dst->nbytes());
+             shape_str(src->shape), shape_str(params[i].tensor.shape));
+      mv[k] = src;
     }
+    t->opt_->set_moments(i, mv[0]->contiguous() ? *mv[0] : mv[0]->to(DType::F32),
+                         mv[1]->contiguous() ? *mv[1] : mv[1]->to(DType::F32));
   }
   const json& s = st.at("sampler");
   if (!s.is_array() || s.size() != 4) fail("--resume {}: \"sampler\" must be 4 numbers", path);

@@ -78,7 +78,16 @@ class Trainer {
 
   int64_t steps_done() const { return step_; }
   const TrainConfig& config() const { return cfg_; }
-  const Gpt2Model& model() const { return model_; }
+  // The model; its weights are current on the host (when the optimizer runs on a device,
+  // they are fetched from it first).
+  const Gpt2Model& model() const {
+    opt_->sync_to_host();
+    return model_;
+  }
+  const Gpt2Config& model_config() const { return model_.config; }
+  // Where the optimizer keeps the weights and moments: a tier that trains in place (the whole
+  // step runs there), or null for the host.
+  const std::shared_ptr<Backend>& optimizer_device() const { return opt_->device(); }
   const Gpt2Tokenizer& tokenizer() const { return tok_; }
   const Corpus& corpus() const { return corpus_; }
   const std::vector<StepLog>& history() const { return history_; }

@@ -32,6 +32,11 @@ namespace strand {
 struct CudaOptions {
   bool graphs = true;  // capture decode-sized segments as CUDA graphs (STRAND_CUDA_GRAPHS=0: off)
   bool tf32 = false;   // f32 products on TF32 tensor cores (STRAND_CUDA_TF32=1; validate then judges it as tf32)
+  // Products of f32 operands (weights and activations alike: a training step's forward, dx and
+  // dw) on bf16 tensor cores, both operands rounded to bf16, f32 accumulation: mixed precision
+  // as PyTorch's bf16 autocast does it, the weights and optimizer staying f32
+  // (STRAND_CUDA_BF16=1; above tf32 when both are set).
+  bool bf16 = false;
 };
 // The defaults, as the environment sets them.
 CudaOptions cuda_options_from_env();
@@ -44,7 +49,7 @@ constexpr int64_t kGraphMaxRows = 4;
 // ---- the precision the tier computes in (for validate; see backends/backend.h) ----
 // What the tier rounds each input of a node to before it computes. Products with f16/bf16
 // weights round the activations (input 0) to the weight's dtype; with tf32 on, f32 products
-// round both operands to tf32. Prefill attention of an f16/bf16 model rounds q, k, v (and
+// round both operands to tf32, with bf16 on to bf16 (decode-sized products, M <= 4, stay f32). Prefill attention of an f16/bf16 model rounds q, k, v (and
 // the probabilities, internally) to that dtype. Everything else: none.
 enum class CudaRounding { None, F16, BF16, TF32 };
 struct CudaPrecision {

@@ -29,6 +29,8 @@ constexpr int kScratchXent = 2;    // cross_entropy: one loss per row
 constexpr int kScratchLnStats = 3; // layernorm_gain_grad: each row's mean and 1/std
 constexpr int kScratchAttnBwd = 4; // attention_backward: one sequence's P and dS
 constexpr int kScratchColSums = 5; // sum_rows, layernorm_gain_grad: partial column sums
+constexpr int kScratchSquares = 6; // sum_squares: partial sums (double) and the total
+constexpr int kScratchHalfB = 7;   // the second operand of an f32 product rounded to bf16 (opt bf16)
 
 bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
@@ -57,7 +59,18 @@ bool flash_attention(const Graph& g, const Node& n) {
          cuda::attention_flash_fits(C / n.attrs.heads);
 }
 
-int64_t product_rows(const Graph& g, const Node& n) { return g.value(n.inputs[0]).shape[0]; }
+int64_t product_rows(const Graph& g, const Node& n) {
+  const Shape& a = g.value(n.inputs[0]).shape;
+  return n.op == OpKind::MatMulAt ? a[1] : a[0];
+}
+
+// Whether the product of node n runs on bf16 tensor cores with both operands rounded (CudaOptions::bf16).
+bool bf16_product(const Graph& g, const Node& n, const CudaOptions& opt) {
+  if (!opt.bf16) return false;
+  if (n.op != OpKind::MatMul && n.op != OpKind::Linear && n.op != OpKind::MatMulAt) return false;
+  if (g.value(n.inputs[1]).dtype != DType::F32) return false;
+  return n.op == OpKind::MatMulAt || product_rows(g, n) > cuda::kGemvMaxRows;
+}
 
 // Attention's (and its gradient's) arguments from the node and its bound tensors (q, k, v).
 cuda::AttnArgs attn_args(const Node& nd, const std::vector<Tensor>& values) {
@@ -146,8 +159,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   std::string description() const override {
     return fmt::format("NVIDIA GPU: cuBLASLt products ({}f16/bf16 tensor cores), fused attention, weights and KV "
-                       "cache resident, CUDA graphs for decode",
-                       opt_.tf32 ? "tf32, " : "f32, ");
+                       "cache resident, CUDA graphs for decode; trains with AdamW on the GPU",
+                       opt_.bf16 ? "bf16 for f32 operands, " : opt_.tf32 ? "tf32, " : "f32, ");
   }
   Verdict probe() const override {
     const CudaDeviceInfo d = cuda_device_info();
@@ -196,6 +209,47 @@ class CudaBackend final : public Backend {
     return Device::get().resident(host);
   }
 
+  // Training state on the GPU: AdamW and the gradient norm run here (train.cu).
+  bool trains_in_place() const override { return true; }
+  void adamw_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWUpdate& u) override {
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&p, &g, &m, &v}) {
+      need_device(*t, "adamw_update");
+      if (t->dtype != DType::F32 || !t->contiguous() || t->shape != p.shape)
+        fail("cuda tier: adamw_update takes contiguous f32 tensors of one shape");
+    }
+    cuda::AdamWArgs a;
+    a.beta1 = u.beta1;
+    a.beta2 = u.beta2;
+    a.eps = u.eps;
+    a.step_size = u.step_size;
+    a.bc2_sqrt = u.bc2_sqrt;
+    a.decay = u.decay;
+    a.grad_scale = u.grad_scale;
+    std::lock_guard<std::mutex> lk(mu_);
+    cuda::adamw_update(p.ptr<float>(), g.ptr<const float>(), m.ptr<float>(), v.ptr<float>(), p.numel(), a,
+                       Device::get().stream());
+  }
+  double sum_squares(const std::vector<Tensor>& ts) override {
+    int64_t blocks = 0;
+    for (const Tensor& t : ts) {
+      need_device(t, "sum_squares");
+      if (t.dtype != DType::F32 || !t.contiguous()) fail("cuda tier: sum_squares takes contiguous f32 tensors");
+      blocks += cuda::sum_squares_blocks(t.numel());
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    Device& d = Device::get();
+    double* part = static_cast<double*>(d.scratch(kScratchSquares, size_t(blocks + 1) * sizeof(double)));
+    int64_t off = 0;
+    for (const Tensor& t : ts) {
+      cuda::sum_squares_partials(t.ptr<const float>(), t.numel(), part + off, d.stream());
+      off += cuda::sum_squares_blocks(t.numel());
+    }
+    cuda::sum_in_order(part, blocks, part + blocks, d.stream());
+    double total = 0;
+    d.copy_out(part + blocks, &total, sizeof(double));
+    return total;
+  }
+
   void run(const Graph& g, std::span<const NodeId> nodes, std::vector<Tensor>& values) override;
   void sync() override {
     Device::get().sync();
@@ -226,9 +280,10 @@ class CudaBackend final : public Backend {
 };
 
 Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
-  // A graph with a loss (a training or evaluation step) changes its weights between runs: the
-  // runtime then hands this tier fresh copies of them on every run instead of resident ones
-  // (RunOptions::weights_change), so it computes on the optimizer's latest weights.
+  // A graph with a loss (a training or evaluation step) reads the optimizer's latest weights:
+  // with AdamW on the host the runtime hands this tier fresh copies on every run; with AdamW
+  // here (trains_in_place) its resident copies are the weights, updated in place
+  // (RunOptions::weights).
   auto dt = [&](size_t i) { return g.value(n.inputs[i]).dtype; };
   auto need_f32 = [&](size_t i, const char* what) -> std::string {
     if (dt(i) == DType::F32) return {};
@@ -268,6 +323,8 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
       if (M <= cuda::kGemvMaxRows)
         return Verdict::yes(fmt::format("strand GEMV, f32{} (exact f32)",
                                         w == DType::F32 ? "" : fmt::format(" with {} weights widened", dtype_name(w))));
+      if (w == DType::F32 && opt_.bf16)
+        return Verdict::yes("cuBLASLt on bf16 tensor cores (a and b rounded to bf16, f32 accumulation)" + epi);
       if (w == DType::F32)
         return Verdict::yes(opt_.tf32 ? "cuBLASLt on TF32 tensor cores (a and b rounded to tf32)" + epi
                                       : "cuBLASLt f32 on the FP32 units (exact f32)" + epi);
@@ -314,6 +371,8 @@ Verdict CudaBackend::supports(const Graph& g, const Node& n) const {
     case OpKind::MatMulAt:
       why = first({need_f32(0, "a"), need_f32(1, "b")});
       if (!why.empty()) return Verdict::no(why);
+      if (opt_.bf16)
+        return Verdict::yes("cuBLASLt on bf16 tensor cores, A read transposed (a and b rounded to bf16, f32 accumulation)");
       return Verdict::yes(opt_.tf32 ? "cuBLASLt on TF32 tensor cores, A read transposed (a and b rounded to tf32)"
                                     : "cuBLASLt f32, A read transposed (exact f32)");
     case OpKind::CausalZero:
@@ -379,10 +438,15 @@ void CudaBackend::reserve_scratch(const Graph& g, const Node& nd, const std::vec
       return;
     default: break;
   }
-  if (nd.op != OpKind::MatMul && nd.op != OpKind::Linear) return;
+  if (nd.op != OpKind::MatMul && nd.op != OpKind::Linear && nd.op != OpKind::MatMulAt) return;
   const Tensor& a = values[size_t(nd.inputs[0])];
   const Tensor& b = values[size_t(nd.inputs[1])];
-  if (a.dim(0) > cuda::kGemvMaxRows && is_half(b.dtype)) d.scratch(kScratchHalfA, size_t(a.numel()) * 2);
+  if (bf16_product(g, nd, opt_)) {
+    d.scratch(kScratchHalfA, size_t(a.numel()) * 2);
+    d.scratch(kScratchHalfB, size_t(b.numel()) * 2);
+  } else if (nd.op != OpKind::MatMulAt && a.dim(0) > cuda::kGemvMaxRows && is_half(b.dtype)) {
+    d.scratch(kScratchHalfA, size_t(a.numel()) * 2);
+  }
   if (nd.op == OpKind::Linear) {
     const Tensor& bias = values[size_t(nd.inputs[2])];
     if (bias.dtype != DType::F32) d.scratch(kScratchBias, size_t(bias.numel()) * 4);
@@ -442,6 +506,17 @@ void CudaBackend::matmul(const Node& nd, const Tensor& a, const Tensor& b_in, bo
   if (K == 0) {
     STRAND_CUDA(cudaMemsetAsync(C, 0, size_t(M * N) * 4, s));
     if (bias) cuda::add(C, bias, Elem::F32, true, M, N, C, s);
+    return;
+  }
+  if (opt_.bf16 && b.dtype == DType::F32 && (trans_a || M > cuda::kGemvMaxRows)) {
+    // Mixed precision: both operands rounded to bf16 (in their own layouts), f32 accumulation.
+    if (a.dtype != DType::F32) fail("node {}: a must be f32", nd.name);
+    void* ha = d.scratch(kScratchHalfA, size_t(a.numel()) * 2);
+    void* hb = d.scratch(kScratchHalfB, size_t(b.numel()) * 2);
+    cuda::to_half(a.ptr<const float>(), a.numel(), Elem::BF16, ha, s);
+    cuda::to_half(b.ptr<const float>(), b.numel(), Elem::BF16, hb, s);
+    if (!d.lt().matmul(ha, Elem::BF16, M, K, hb, lines, N, bias, C, false, s, trans_a))
+      cuda::gemm_fallback(ha, hb, Elem::BF16, lines, M, N, K, bias, C, s, trans_a);
     return;
   }
   if (trans_a) {  // a weight's gradient: f32 operands (supports() asks for them)
@@ -668,6 +743,7 @@ CudaOptions cuda_options_from_env() {
   CudaOptions o;
   o.graphs = env_flag("STRAND_CUDA_GRAPHS", true);
   o.tf32 = env_flag("STRAND_CUDA_TF32", false);
+  o.bf16 = env_flag("STRAND_CUDA_BF16", false);
   return o;
 }
 
@@ -677,6 +753,11 @@ CudaPrecision cuda_node_precision(const Graph& g, const Node& n, const CudaOptio
   CudaPrecision p;
   p.inputs.assign(n.inputs.size(), CudaRounding::None);
   auto rounding = [](DType t) { return t == DType::BF16 ? CudaRounding::BF16 : CudaRounding::F16; };
+  if (bf16_product(g, n, opt)) {
+    p.inputs[0] = p.inputs[1] = CudaRounding::BF16;
+    p.note = "bf16 tensor cores: a and b rounded to bf16, f32 accumulation (mixed precision)";
+    return p;
+  }
   if (n.op == OpKind::MatMulAt && opt.tf32) {
     p.inputs[0] = p.inputs[1] = CudaRounding::TF32;
     p.note = "tf32 tensor cores: a and b rounded to tf32 (10-bit mantissa), f32 accumulation";

@@ -156,6 +156,20 @@ void softmax_backward(const float* y, const float* dy, int64_t M, int64_t N, flo
 int64_t attention_backward_scratch(const AttnArgs& a);
 void attention_backward(const AttnArgs& a, const float* dy, float* scratch, float* out, cudaStream_t stream);
 
+// The optimizer on the device (the same update as strand::adamw_element in backends/backend.h):
+//   g' = g * grad_scale; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
+//   p = p * decay - step_size * (m / (sqrt(v) / bc2_sqrt + eps))          n elements, in place
+struct AdamWArgs {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, step_size = 0, bc2_sqrt = 1, decay = 1, grad_scale = 1;
+};
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWArgs& a, cudaStream_t stream);
+// Sums of squares for a gradient norm, in double: sum_squares_partials writes one partial per
+// block of 4096 elements of x (part[0 .. sum_squares_blocks(n))), sum_in_order adds n partials
+// into out[0]; both in orders fixed by the sizes.
+int64_t sum_squares_blocks(int64_t n);
+void sum_squares_partials(const float* x, int64_t n, double* part, cudaStream_t stream);
+void sum_in_order(const double* part, int64_t n, double* out, cudaStream_t stream);
+
 // ---- probe.cu --------------------------------------------------------------------------------
 // Fills n floats with values from a hash of (seed, index), uniform in [-1, 1) (probe inputs:
 // never zeros, which run faster than real data on tensor cores).

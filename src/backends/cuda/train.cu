@@ -346,7 +346,73 @@ __global__ void attn_bwd_cols_kernel(AttnArgs a, int h0, const float* dy, const 
   out[j * W + 2 * C + col + d] = dv;
 }
 
+// The host's adamw_element operation for operation, each rounded on its own (no fused
+// multiply-adds, IEEE division and square root): the same bits as the host's update.
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWArgs a) {
+  GRID_STRIDE(i, n) {
+    const float gs = __fmul_rn(g[i], a.grad_scale);
+    const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(__fsub_rn(1.0f, a.beta1), gs));
+    const float vi = __fadd_rn(__fmul_rn(a.beta2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, a.beta2), gs), gs));
+    m[i] = mi;
+    v[i] = vi;
+    const float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
+    p[i] = __fsub_rn(__fmul_rn(p[i], a.decay), __fmul_rn(a.step_size, __fdiv_rn(mi, den)));
+  }
+}
+
+constexpr int64_t kSquareBlock = 4096;
+
+// A fixed tree over the block's 256 threads, in double.
+__device__ __forceinline__ double block_sum_double(double s, double* part) {
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    if (int(threadIdx.x) < w) part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  return part[0];
+}
+
+__global__ void sum_squares_kernel(const float* x, int64_t n, double* out) {
+  __shared__ double part[kThreads];
+  const int64_t b0 = int64_t(blockIdx.x) * kSquareBlock;
+  const int64_t b1 = b0 + kSquareBlock < n ? b0 + kSquareBlock : n;
+  double s = 0;
+  for (int64_t i = b0 + threadIdx.x; i < b1; i += blockDim.x) s += double(x[i]) * double(x[i]);
+  const double total = block_sum_double(s, part);
+  if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+
+__global__ void sum_in_order_kernel(const double* in, int64_t n, double* out) {
+  __shared__ double part[kThreads];
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += in[i];
+  const double total = block_sum_double(s, part);
+  if (threadIdx.x == 0) out[0] = total;
+}
+
 }  // namespace
+
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWArgs& a, cudaStream_t stream) {
+  if (n == 0) return;
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, a);
+  STRAND_CUDA_LAUNCHED("adamw_update");
+}
+
+int64_t sum_squares_blocks(int64_t n) { return (n + kSquareBlock - 1) / kSquareBlock; }
+
+void sum_squares_partials(const float* x, int64_t n, double* part, cudaStream_t stream) {
+  const int64_t blocks = sum_squares_blocks(n);
+  if (blocks == 0) return;
+  if (blocks > 0x7fffffff) cuda_fail("sum_squares", 0, "too many elements", __FILE__, __LINE__);
+  sum_squares_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(x, n, part);
+  STRAND_CUDA_LAUNCHED("sum_squares");
+}
+
+void sum_in_order(const double* part, int64_t n, double* out, cudaStream_t stream) {
+  sum_in_order_kernel<<<1, kThreads, 0, stream>>>(part, n, out);
+  STRAND_CUDA_LAUNCHED("sum_in_order");
+}
 
 void causal_zero(const float* x, int64_t T, int64_t S, int64_t past, float* out, cudaStream_t stream) {
   if (T * S == 0) return;
