@@ -17,6 +17,10 @@
 #   racecheck compute-sanitizer racecheck on the same tests                           40-80 s (box 90)
 #   validate  strand validate --backend cuda: every op x dtype, GPT-2 end to end      30-90 s (box 150)
 #   devices   strand devices: the GPU's bf16 tensor-core rate and copy bandwidth     10-30 s (box 90)
+#   train     training GPT-2 124M (batch 4 x ctx 256) on the cuda tier, f32 and with
+#             STRAND_CUDA_BF16=1 (bf16 products): strand bench train --profile beside a
+#             PyTorch eager step on the same GPU, bf16 autocast and f32
+#             (tools/bench_train_torch.py); into bench.md                            50-100 s (box 150)
 #   peers     tools/gpu_peers.py: random 124M and XL (ctx 2048) models made with
 #             transformers and saved in bf16; transformers eager, torch.compile
 #             (reduce-overhead, static cache) and sdpa prefill timed on them          80-150 s (box 210)
@@ -24,26 +28,28 @@
 #             XL pp512/tg128 in f16 and bf16, XL pp2048 bf16, tg128 with graphs off,
 #             and one profiled run of each target (where the time goes, by node kind) 70-140 s (box 200)
 #   summary   one table: stdout and $OUT/summary.md
-# Expected total 5-8 minutes, under the 10 of one device call. GPU_CHECK_STEPS picks steps
+# Expected total 6-9 minutes, under the 10 of one device call; where the budget runs out first,
+# the later steps say "skipped" and a second call on the warm machine runs them
+# (GPU_CHECK_STEPS="peers bench"). GPU_CHECK_STEPS picks steps
 # (default: all, e.g. GPU_CHECK_STEPS="env build tests validate"; a later call on a warm
 # machine finds the build in /tmp/strand-gpu-build and only rebuilds what changed); GPU_CHECK_BUDGET (s, default 560)
 # is when it stops starting steps.
 #
 # $OUT receives at most 8 files: summary.md, env.txt, build.log, tests.log (tests and
 # sanitizers), validate.txt (its table and the op x tier markdown), devices.json, peers.json,
-# bench.md (every strand benchmark, markdown then JSON lines).
+# bench.md (the training bench, then every strand benchmark: markdown then JSON lines).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export ROOT=$PWD
 export OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
 BUDGET=${GPU_CHECK_BUDGET:-560}
-STEPS=${GPU_CHECK_STEPS:-env build tests memcheck racecheck validate devices peers bench}
+STEPS=${GPU_CHECK_STEPS:-env build tests memcheck racecheck validate devices train peers bench}
 export BUILD=${GPU_CHECK_BUILD:-/tmp/strand-gpu-build}
 export MODELS=${GPU_CHECK_MODELS:-/tmp/strand-peers}
 export STRAND_CACHE_DIR=/tmp/strand-gpu-cache
 export PATH=$PATH:/usr/local/cuda/bin
-export SAN_FILTER='CudaTier.Attention*:CudaTier.Flash*:CudaModel.Gpt2*:CudaModel.Bf16*'
+export SAN_FILTER='CudaTier.Attention*:CudaTier.Flash*:CudaModel.Gpt2*:CudaModel.Bf16*:CudaTrain.AWhole*'
 START=$(date +%s)
 declare -A STATUS SECS
 
@@ -133,6 +139,28 @@ sys.exit(1)
 " "$OUT/devices.json"
 }
 
+do_train() {
+  cd "$ROOT" || return 1
+  local rc=0
+  echo "\$ python3 tools/bench_train_torch.py --device cuda --dtype bf16   (and f32)"
+  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype bf16 --reps 10 --warmup 3 \
+    > /tmp/strand-torch-bf16.json || rc=1
+  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype f32 --reps 10 --warmup 3 \
+    > /tmp/strand-torch-f32.json || rc=1
+  cat /tmp/strand-torch-bf16.json /tmp/strand-torch-f32.json
+  echo; echo "\$ strand bench train --backend cuda --reps 5 --profile --peer torch-bf16.json"
+  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile --peer /tmp/strand-torch-bf16.json || rc=1
+  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 --profile --peer torch-bf16.json"
+  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile \
+    --peer /tmp/strand-torch-bf16.json || rc=1
+  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 --peer torch-bf16.json --json"
+  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 \
+    --peer /tmp/strand-torch-bf16.json --json || rc=1
+  echo; echo "\$ strand bench train --backend cuda --reps 5 --peer torch-f32.json --json"
+  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --peer /tmp/strand-torch-f32.json --json || rc=1
+  return $rc
+}
+
 do_peers() { cd "$ROOT" && PYTHONUNBUFFERED=1 python3 tools/gpu_peers.py --dir "$MODELS" --out "$OUT/peers.json" --reps 3; }
 
 do_bench() {
@@ -154,7 +182,7 @@ do_bench() {
   [ -d "$m124" ] && sb bench model -m "$m124" --backend cuda --weights bf16 -p 0 -n 32 --reps 1 --profile
   return $rc
 }
-export -f do_env do_build do_tests do_memcheck do_racecheck do_validate do_devices do_peers do_bench
+export -f do_env do_build do_tests do_memcheck do_racecheck do_validate do_devices do_train do_peers do_bench
 
 step env 30
 step build 240 > "$OUT/build.log" 2>&1
@@ -165,14 +193,16 @@ if [[ ${STATUS[build]} == pass || ${STATUS[build]} == "not asked" ]] && [ -x "$B
   step validate 150 > "$OUT/validate.txt" 2>&1
   grep -E "^==== |^summary:|FAIL" "$OUT/validate.txt" | head -20
   step devices 90
+  step train 150 > "$OUT/bench.md" 2>&1
+  grep -E "^==== |^\| cuda|^note: cuda" "$OUT/bench.md" | head -10
   step peers 210
-  step bench 200 > "$OUT/bench.md" 2>&1
+  step bench 200 >> "$OUT/bench.md" 2>&1
   grep -E "^==== |^\| cuda" "$OUT/bench.md" | head -30
 else
-  for s in tests memcheck racecheck validate devices peers bench; do STATUS[$s]="skipped: no build"; done
+  for s in tests memcheck racecheck validate devices train peers bench; do STATUS[$s]="skipped: no build"; done
 fi
 
-for s in env build tests memcheck racecheck validate devices peers bench; do
+for s in env build tests memcheck racecheck validate devices train peers bench; do
   printf '%s\t%s%s\n' "$s" "${STATUS[$s]:-not run}" "${SECS[$s]:+ (${SECS[$s]} s)}"
 done > /tmp/strand-gpu-steps.txt
 python3 "$ROOT/tools/gpu_summary.py" "$OUT" /tmp/strand-gpu-steps.txt "$(elapsed)" > "$OUT/summary.md" 2>&1

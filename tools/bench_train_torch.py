@@ -4,12 +4,15 @@
 Interpreter: /usr/bin/python3 (Debian's python3-torch) or any Python with torch.
 A GPT-2 written with torch.nn (the Hugging Face GPT2LMHeadModel computation: learned
 positions, pre-norm blocks, gelu_new, tied lm_head, mean cross-entropy) trained on random
-token ids with torch.optim.AdamW and gradient clipping, in float32, eager mode. Prints one
+token ids with torch.optim.AdamW and gradient clipping, in float32 (or, with --dtype bf16, under
+torch.autocast: bf16 products, f32 weights and optimizer), eager mode. Prints one
 JSON object on stdout (the shape `strand bench train --peer FILE` reads), a table line on
-stderr. A step is timed from the forward to the end of the optimizer step.
+stderr. A step is timed from the forward to the end of the optimizer step (on a GPU, to a
+torch.cuda.synchronize() after it).
 
 Usage: /usr/bin/python3 tools/bench_train_torch.py [--shape 124M|demo] [--batch 4] [--ctx 256]
                                                    [--threads 2] [--reps 3] [--warmup 1]
+                                                   [--device cpu|cuda] [--dtype f32|bf16]
 """
 
 import argparse
@@ -60,7 +63,7 @@ class GPT(nn.Module):
 
     def forward(self, ids, targets):
         t = ids.shape[1]
-        x = self.wte(ids) + self.wpe(torch.arange(t))
+        x = self.wte(ids) + self.wpe(torch.arange(t, device=ids.device))
         for blk in self.h:
             x = blk(x, self.mask)
         logits = self.ln_f(x) @ self.wte.weight.T
@@ -75,21 +78,27 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     layers, c, h, vocab = (12, 768, 12, 50257) if a.shape == "124M" else (4, 192, 6, 257)
-    model = GPT(layers, c, h, vocab, a.ctx)
+    model = GPT(layers, c, h, vocab, a.ctx).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    ids = torch.randint(0, vocab, (a.batch, a.ctx))
-    targets = torch.randint(0, vocab, (a.batch, a.ctx))
+    ids = torch.randint(0, vocab, (a.batch, a.ctx), device=dev)
+    targets = torch.randint(0, vocab, (a.batch, a.ctx), device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(ids, targets)
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+            loss = model(ids, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if a.device == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(a.warmup):
         step()
@@ -102,13 +111,16 @@ def main():
     tokens = a.batch * a.ctx
     out = {
         "name": "PyTorch %s eager" % torch.__version__,
-        "detail": "%s, %d threads, batch %d x ctx %d, f32, AdamW, median of %d steps" % (
-            a.shape, a.threads, a.batch, a.ctx, a.reps),
+        "detail": "%s, %s, batch %d x ctx %d, %s, AdamW, median of %d steps" % (
+            a.shape, torch.cuda.get_device_name() if a.device == "cuda" else "%d threads" % a.threads,
+            a.batch, a.ctx, "f32" if a.dtype == "f32" else "bf16 autocast (f32 weights)", a.reps),
         "tokens_per_s": tokens / med,
         "tokens_per_s_min": tokens / max(secs),
         "tokens_per_s_max": tokens / min(secs),
         "seconds": secs,
         "threads": a.threads,
+        "device": a.device,
+        "dtype": a.dtype,
         "batch": a.batch,
         "ctx": a.ctx,
         "shape": a.shape,

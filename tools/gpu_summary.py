@@ -66,15 +66,18 @@ def main():
     for e in peers.get("errors", []):
         print(f"- peers error: {e['part']}: {e['error'][:300]}")
 
-    rows = []
+    rows, trains = [], []
     for line in text("bench.md").splitlines():
         if line.startswith("{") and '"results"' in line:
             try:
                 j = json.loads(line)
+                if isinstance(j.get("model"), str):  # strand bench train --json
+                    trains.append(j)
+                    continue
                 for r in j["results"]:
                     r["_model"] = j["model"]["description"]
                     rows.append(r)
-            except ValueError:
+            except (ValueError, KeyError, TypeError):
                 pass
 
     def strand(test, layers_hint):
@@ -113,6 +116,25 @@ def main():
               f"{num(pp.get('pct_peak'), '%')} of the measured bf16 peak (goal >= 50%) |")
     else:
         print("| GPT-2 XL bf16 pp2048 | not measured | | | >= 1.5x sdpa, >= 50% of peak | |")
+    torch_bf16 = None
+    for line in text("bench.md").splitlines():
+        if line.startswith("{") and '"dtype": "bf16"' in line and '"tokens_per_s"' in line:
+            try:
+                torch_bf16 = json.loads(line)
+            except ValueError:
+                pass
+    for train in trains:
+        if not train.get("results"):
+            continue
+        r = train["results"][0]
+        s = r["tokens_per_s"]
+        h = torch_bf16["tokens_per_s"] if torch_bf16 else None
+        ratio = f"{s / h:.2f}x" if h else "-"
+        print(f"| GPT-2 124M training (b4 x 256) vs PyTorch eager bf16 | {num(s)} t/s ({r['precision']}, "
+              f"optimizer on {r.get('optimizer_on', '?')}) | {num(h)} t/s | {ratio} | >= 1.0x | "
+              f"MFU {100 * r['mfu']:.0f}% of {r['peak_gflops'] / 1e3:.1f} TFLOP/s ({r.get('peak_source', '')}) |")
+    if not trains:
+        print("| GPT-2 124M training vs PyTorch eager bf16 | not measured | | | >= 1.0x | |")
     print("\nEvery strand row: bench.md (markdown tables, then JSON); every transformers row: peers.json.")
 
 
