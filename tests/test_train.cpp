@@ -12,6 +12,7 @@
 #include "backends/registry.h"
 #include "cli_util.h"
 #include "fake_device.h"
+#include "train_fixtures.h"
 #include "core/error.h"
 #include "formats/safetensors.h"
 #include "model/weight_cast.h"
@@ -20,41 +21,11 @@
 
 using namespace strand;
 using namespace strand::cli_test;
+using namespace strand::train_test;
 
 namespace {
 
 constexpr int64_t kSeqs = 3, kT = 9;  // the golden batches' shape
-
-std::string train_fixtures() { return (source_dir() / "tests" / "fixtures" / "train").string(); }
-
-const SafeTensors& golden() {
-  static const std::shared_ptr<SafeTensors> g = SafeTensors::open(train_fixtures() + "/golden.safetensors");
-  return *g;
-}
-
-const Tensor& golden_tensor(const std::string& name) {
-  const Tensor* t = golden().find(name);
-  if (!t) throw std::runtime_error("golden.safetensors has no " + name);
-  return *t;
-}
-
-// The fixture model with its weights as owned, writable f32 tensors (row-major, as loaded).
-Gpt2Model trainable(const std::string& tag) {
-  Gpt2Model m = Gpt2Model::load(train_fixtures() + "/" + tag);
-  m.weights = cast_gpt2_weights(m.weights, DType::F32);
-  return m;
-}
-
-// max |a - b| / max |b| over a tensor pair (b the golden, f64).
-double rel_err(const Tensor& a, const Tensor& b) {
-  const Tensor x = a.to(DType::F64), y = b.to(DType::F64);
-  double d = 0, s = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) {
-    d = std::max(d, std::abs(x.ptr<const double>()[i] - y.ptr<const double>()[i]));
-    s = std::max(s, std::abs(y.ptr<const double>()[i]));
-  }
-  return d / (s > 0 ? s : 1.0);
-}
 
 struct StepErrors {
   double loss = 0, grads = 0;  // relative errors against the golden

@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "formats/safetensors.h"
 #include "gpu_test.h"
+#include "train_fixtures.h"
 #include "model/gpt2.h"
 #include "model/weight_cast.h"
 #include "train/adamw.h"
@@ -23,29 +24,9 @@
 
 using namespace strand;
 using strand::cli_test::run_strand;
+using namespace strand::train_test;
 
 namespace {
-
-const std::string kFixtures = std::string(STRAND_SOURCE_DIR) + "/tests/fixtures/train";
-
-Gpt2Model trainable(const std::string& tag) {
-  Gpt2Model m = Gpt2Model::load(kFixtures + "/" + tag);
-  m.weights = cast_gpt2_weights(m.weights, DType::F32);
-  return m;
-}
-
-// max |a - b| / max |b|
-double rel_err(const Tensor& a, const Tensor& b) {
-  const Tensor x = a.to(DType::F64), y = b.to(DType::F64);
-  double d = 0, s = 0;
-  for (int64_t i = 0; i < y.numel(); ++i) {
-    const double u = x.ptr<const double>()[i], v = y.ptr<const double>()[i];
-    if (std::isnan(u)) return INFINITY;
-    d = std::max(d, std::abs(u - v));
-    s = std::max(s, std::abs(v));
-  }
-  return d / (s > 0 ? s : 1.0);
-}
 
 struct Batch {
   std::vector<int32_t> ids, targets;
@@ -158,12 +139,7 @@ TEST(CudaTrain, Bf16ProductsTrainWithF32MasterWeights) {
   // both operands rounded, the rest f32. Against PyTorch's float64 golden step: the loss within
   // 1%, every gradient within 5%, and further from float64 than the f32 tier (the rounding
   // happened).
-  const std::shared_ptr<SafeTensors> golden = SafeTensors::open(kFixtures + "/golden.safetensors");
-  auto g = [&](const std::string& name) -> const Tensor& {
-    const Tensor* t = golden->find(name);
-    if (!t) throw std::runtime_error("golden.safetensors has no " + name);
-    return *t;
-  };
+  auto g = [](const std::string& name) -> const Tensor& { return golden_tensor(name); };
   CudaOptions o = cuda_options_from_env();
   o.bf16 = true;
   o.tf32 = false;

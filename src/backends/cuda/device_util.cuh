@@ -43,6 +43,24 @@ __device__ __forceinline__ float block_reduce(float v, float* red) {
   return r;
 }
 
+// A row's mean and 1/sqrt(var + eps) for layer norm, returned to every thread of the block:
+// the mean, then the variance as the mean of (x - mean)^2, each tree-summed over the block (the
+// f32 error grows with log N, not N). The forward kernel and both backward ones use it.
+__device__ __forceinline__ void row_norm_stats(const float* row, int64_t N, float eps, float* red, float* mean,
+                                               float* rstd) {
+  float s = 0;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) s += row[j];
+  const float m = block_reduce<false>(s, red) / float(N);
+  float v = 0;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+    const float d = row[j] - m;
+    v += d * d;
+  }
+  const float var = block_reduce<false>(v, red) / float(N);
+  *mean = m;
+  *rstd = 1.0f / sqrtf(var + eps);
+}
+
 // Blocks for a grid-stride loop over n elements with `threads` per block (at least 1).
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;

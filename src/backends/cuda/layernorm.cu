@@ -14,16 +14,8 @@ __global__ void layernorm_kernel(const float* x, const void* g, Elem ge, const v
   __shared__ float red[32];
   const float* row = x + int64_t(blockIdx.x) * N;
   float* o = out + int64_t(blockIdx.x) * N;
-  float s = 0;
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) s += row[j];
-  const float mean = block_reduce<false>(s, red) / float(N);
-  float v = 0;
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
-    const float d = row[j] - mean;
-    v += d * d;
-  }
-  const float var = block_reduce<false>(v, red) / float(N);
-  const float inv = 1.0f / sqrtf(var + eps);
+  float mean, inv;
+  row_norm_stats(row, N, eps, red, &mean, &inv);
   for (int64_t j = threadIdx.x; j < N; j += blockDim.x)
     o[j] = (row[j] - mean) * inv * load_elem(g, ge, j) + load_elem(b, be, j);
 }

@@ -165,22 +165,6 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const int32_t
   }
 }
 
-// A row's mean and 1/sqrt(var + eps), as the forward kernel (layernorm.cu) computes them.
-__device__ __forceinline__ void row_norm_stats(const float* row, int64_t N, float eps, float* red, float* mean,
-                                               float* rstd) {
-  float s = 0;
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) s += row[j];
-  const float m = block_reduce<false>(s, red) / float(N);
-  float v = 0;
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
-    const float d = row[j] - m;
-    v += d * d;
-  }
-  const float var = block_reduce<false>(v, red) / float(N);
-  *mean = m;
-  *rstd = 1.0f / sqrtf(var + eps);
-}
-
 __global__ void layernorm_backward_kernel(const float* x, const void* g, Elem ge, const float* dy, int64_t N, float eps,
                                           float* out) {
   __shared__ float red[32];
