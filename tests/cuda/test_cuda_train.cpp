@@ -1,13 +1,14 @@
-// Training on the cuda tier: a whole GPT-2 training step placed on the GPU, its loss and
-// gradients against the cpu tier's, AdamW steps that the GPU sees (the optimizer changes the
-// weights on the host between steps; a stale resident copy would leave the second loss where
-// the first was), bit-identical repeats, and `strand train --backend cuda`. Every op's kernel,
-// backward ones included, is checked against float64 in test_cuda_ops (random_op_cases holds
-// the training ops) and in GradTiers / GoldenTraining of the main suite, which take every tier
-// that probes.
+// Training on the cuda tier: every op's backward graph and PyTorch's golden GPT-2 step within
+// twice the naive f32 error; a whole step placed on the GPU alone against the cpu tier, repeated
+// bit for bit; AdamW steps the GPU sees, with the optimizer on the host (the weights change
+// there between steps: a stale resident copy would leave the loss where it was) and on the GPU
+// (weights, gradients and moments there); bf16 products with f32 master weights against the
+// golden step; `strand train --backend cuda`. The kernels themselves, backward ones included,
+// are checked against float64 in test_cuda_ops (random_op_cases holds the training ops).
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "backends/cpu/cpu.h"
 #include "backends/cuda/cuda.h"
@@ -21,6 +22,8 @@
 #include "model/weight_cast.h"
 #include "train/adamw.h"
 #include "train/step.h"
+#include "validate/gradcheck.h"
+#include "validate/opcheck.h"
 
 using namespace strand;
 using strand::cli_test::run_strand;
@@ -101,6 +104,56 @@ TEST(CudaTrain, AWholeTrainingStepRunsOnTheGpuAndMatchesTheCpuTier) {
     EXPECT_EQ(on_gpu.run(b.ids.data(), b.targets.data()), lg);
     for (size_t i = 0; i < first.size(); ++i)
       EXPECT_EQ(std::memcmp(first[i].data, on_gpu.grad(i).data, first[i].nbytes()), 0) << on_gpu.params()[i].name;
+  }
+}
+
+TEST(CudaTrain, EveryGradientGraphWithinTwiceNaive) {
+  STRAND_NEED_GPU();
+  // Every op's backward graph (the op, then the nodes of its gradient rule) on random odd shapes,
+  // on the GPU, against the float64 reference with the 2x-naive rule (validate/gradcheck.h).
+  const uint64_t seed = 20261133;
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<std::shared_ptr<Backend>> tiers = {make_cuda_backend()};
+  int checked = 0;
+  for (const OpCase& c : grad_cases(seed, 3)) {
+    for (const OpCheck& chk : check_grad_tiers(c, tiers, seed)) {
+      if (!chk.supported) {
+        EXPECT_NE(chk.reason.find("no gradient rule"), std::string::npos) << chk.label << ": " << chk.reason;
+        continue;
+      }
+      ++checked;
+      EXPECT_TRUE(chk.pass) << chk.label << ": err " << chk.err << " > tol " << chk.tolerance
+                            << (chk.unwritten ? " (unwritten output)" : "") << " " << chk.reason;
+    }
+  }
+  EXPECT_GT(checked, 40);
+}
+
+TEST(CudaTrain, GoldenStepWithinTwiceNaive) {
+  STRAND_NEED_GPU();
+  // PyTorch's float64 GPT-2 step (tests/fixtures/train): the GPU's loss and every gradient no
+  // further from it than twice the naive f32 tier's.
+  const double floor = 4.0 * double(std::numeric_limits<float>::epsilon());
+  for (const std::string tag : {"tied", "untied"}) {
+    SCOPED_TRACE(tag);
+    auto errors = [&](const std::shared_ptr<Backend>& tier, double* loss_err) {
+      Gpt2Model m = trainable(tag);
+      StepRunner r(build_train_graph(m, 3, 9), {tier}, true);
+      const double loss =
+          r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
+      const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
+      *loss_err = std::abs(loss - want) / std::abs(want);
+      double e = 0;
+      for (size_t i = 0; i < r.params().size(); ++i)
+        e = std::max(e, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
+      return e;
+    };
+    double lg = 0, ln = 0;
+    const double eg = errors(make_cuda_backend(), &lg);
+    const double en = errors(std::shared_ptr<Backend>(make_naive_backend()), &ln);
+    EXPECT_GT(en, 0.0) << "f32 equal to float64: the comparison is broken";
+    EXPECT_LE(eg, 2 * en + floor);
+    EXPECT_LE(lg, 2 * ln + floor);
   }
 }
 
