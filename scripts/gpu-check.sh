@@ -141,23 +141,21 @@ sys.exit(1)
 
 do_train() {
   cd "$ROOT" || return 1
-  local rc=0
+  local rc=0 bf=/tmp/strand-torch-bf16.json f32=/tmp/strand-torch-f32.json
   echo "\$ python3 tools/bench_train_torch.py --device cuda --dtype bf16   (and f32)"
-  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype bf16 --reps 10 --warmup 3 \
-    > /tmp/strand-torch-bf16.json || rc=1
-  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype f32 --reps 10 --warmup 3 \
-    > /tmp/strand-torch-f32.json || rc=1
-  cat /tmp/strand-torch-bf16.json /tmp/strand-torch-f32.json
-  echo; echo "\$ strand bench train --backend cuda --reps 5 --profile --peer torch-bf16.json"
-  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile --peer /tmp/strand-torch-bf16.json || rc=1
-  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 --profile --peer torch-bf16.json"
-  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile \
-    --peer /tmp/strand-torch-bf16.json || rc=1
-  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 --peer torch-bf16.json --json"
-  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 \
-    --peer /tmp/strand-torch-bf16.json --json || rc=1
-  echo; echo "\$ strand bench train --backend cuda --reps 5 --peer torch-f32.json --json"
-  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --peer /tmp/strand-torch-f32.json --json || rc=1
+  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype bf16 --reps 10 --warmup 3 > $bf || rc=1
+  PYTHONUNBUFFERED=1 python3 tools/bench_train_torch.py --device cuda --dtype f32 --reps 10 --warmup 3 > $f32 || rc=1
+  cat $bf $f32
+  # strand's rows come even when PyTorch failed (then without the peer beside them).
+  peer() { [ -s "$1" ] && echo "--peer $1"; }
+  echo; echo "\$ strand bench train --backend cuda --reps 5 --profile $(peer $bf)"
+  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile $(peer $bf) || rc=1
+  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 --profile $(peer $bf)"
+  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 --profile $(peer $bf) || rc=1
+  echo; echo "\$ STRAND_CUDA_BF16=1 strand bench train --backend cuda --reps 5 $(peer $bf) --json"
+  STRAND_CUDA_BF16=1 "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 $(peer $bf) --json || rc=1
+  echo; echo "\$ strand bench train --backend cuda --reps 5 $(peer $f32) --json"
+  "$BUILD/strand" bench train --backend cuda --reps 5 --warmup 2 $(peer $f32) --json || rc=1
   return $rc
 }
 
