@@ -142,7 +142,7 @@ class Backend {
   // ---- training state in its own memory (optional) ----
   // Whether it runs the optimizer where its memory is: a trainer whose whole step runs on this
   // tier then keeps the weights (its resident copies, updated in place), the gradients and
-  // AdamW's moments there, and only the loss and the gradient norm cross per step.
+  // AdamW's moments there: per step only the inputs go in and the loss and the gradient norm come out.
   virtual bool trains_in_place() const { return false; }
   // One AdamW update of a parameter in its memory (p, g, m, v: contiguous f32 of one shape).
   virtual void adamw_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWUpdate& u);

@@ -175,7 +175,7 @@ std::string TrainBenchReport::markdown() const {
   for (const auto& r : results)
     if (r.optimizer_on != "host" && !r.optimizer_on.empty())
       where.push_back(fmt::format("{}: the weights, gradients and AdamW's moments stay in the {} tier's memory "
-                                  "(only the loss and the gradient norm cross per step)",
+                                  "(per step only the inputs go in, the loss and the gradient norm come out)",
                                   r.chain, r.optimizer_on));
   s += "\npeak GFLOP/s is";
   for (size_t i = 0; i < sources.size(); ++i) s += (i ? "; " : " ") + sources[i];

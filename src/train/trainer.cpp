@@ -118,7 +118,7 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
   ac.eps = cfg_.eps;
   ac.weight_decay = cfg_.weight_decay;
   // The whole step on a tier that trains in place (a GPU): weights, gradients and moments stay
-  // there; only the loss and the gradient norm cross per step.
+  // there; per step only the inputs go in and the loss and the gradient norm come out.
   const std::shared_ptr<Backend> device = runner_->whole_step_device();
   runner_->set_device(device);
   opt_ = std::make_unique<AdamW>(params, decay, ac, device);
