@@ -25,24 +25,7 @@ using namespace strand::train_test;
 
 namespace {
 
-constexpr int64_t kSeqs = 3, kT = 9;  // the golden batches' shape
-
-struct StepErrors {
-  double loss = 0, grads = 0;  // relative errors against the golden
-};
-
-// Loss and gradients of the first golden batch on `chain`.
-StepErrors first_step_errors(const std::string& tag, const std::vector<std::shared_ptr<Backend>>& chain) {
-  Gpt2Model m = trainable(tag);
-  StepRunner r(build_train_graph(m, kSeqs, kT), chain, false);
-  const double loss = r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
-  StepErrors e;
-  const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
-  e.loss = std::abs(loss - want) / std::abs(want);
-  for (size_t i = 0; i < r.params().size(); ++i)
-    e.grads = std::max(e.grads, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
-  return e;
-}
+constexpr int64_t kSeqs = kGoldenSeqs, kT = kGoldenT;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "formats/safetensors.h"
 #include "model/gpt2.h"
 #include "model/weight_cast.h"
+#include "train/step.h"
 
 namespace strand::train_test {
 
@@ -42,6 +43,28 @@ inline double rel_err(const Tensor& a, const Tensor& b) {
     s = std::max(s, std::abs(v));
   }
   return d / (s > 0 ? s : 1.0);
+}
+
+// The golden batches' shape.
+constexpr int64_t kGoldenSeqs = 3, kGoldenT = 9;
+
+struct StepErrors {
+  double loss = 0, grads = 0;  // relative errors against the golden
+};
+
+// Loss and gradients of the first golden batch on `chain`, against PyTorch's float64 run.
+inline StepErrors first_step_errors(const std::string& tag, const std::vector<std::shared_ptr<Backend>>& chain,
+                                    bool strict = false) {
+  Gpt2Model m = trainable(tag);
+  StepRunner r(build_train_graph(m, kGoldenSeqs, kGoldenT), chain, strict);
+  const double loss =
+      r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
+  StepErrors e;
+  const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
+  e.loss = std::abs(loss - want) / std::abs(want);
+  for (size_t i = 0; i < r.params().size(); ++i)
+    e.grads = std::max(e.grads, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
+  return e;
 }
 
 }  // namespace strand::train_test

@@ -82,16 +82,8 @@ TrainBenchReport run_train_bench(const TrainBenchOptions& o) {
       StepRunner runner(build_train_graph(m, o.batch, o.ctx), make_chain(spec), false);
       if (r.parameters == 0)
         for (const Param& p : runner.params()) r.parameters += p.tensor.numel();
-      std::vector<Tensor> params;
-      std::vector<bool> decay;
-      for (const Param& p : runner.params()) {
-        params.push_back(p.tensor);
-        decay.push_back(p.decay);
-      }
-      const std::shared_ptr<Backend> device = runner.whole_step_device();  // a GPU: state stays there
-      runner.set_device(device);
-      res.optimizer_on = device ? device->name() : "host";
-      AdamW opt(params, decay, AdamWConfig{}, device);
+      AdamW opt = make_adamw(runner, AdamWConfig{});  // on a GPU that runs the whole step: state stays there
+      res.optimizer_on = opt.device() ? opt.device()->name() : "host";
       std::vector<double> opt_secs;
       auto step = [&] {
         runner.run(ids.data(), targets.data());

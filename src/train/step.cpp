@@ -73,15 +73,6 @@ std::string train_node_kind(const Node& n) {
 }
 
 TrainGraph build_train_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, true); }
-
-std::shared_ptr<Backend> StepRunner::whole_step_device() const {
-  if (plan_.chain.empty()) return nullptr;
-  const std::shared_ptr<Backend>& first = plan_.chain.front();
-  if (first->host_memory() || !first->trains_in_place()) return nullptr;
-  for (const Placement& p : plan_.placement)
-    if (p.tier != 0) return nullptr;
-  return first;
-}
 TrainGraph build_eval_graph(const Gpt2Model& m, int64_t seqs, int64_t t) { return build(m, seqs, t, false); }
 
 StepRunner::StepRunner(TrainGraph tg, std::vector<std::shared_ptr<Backend>> chain, bool strict)
@@ -94,6 +85,27 @@ StepRunner::StepRunner(TrainGraph tg, std::vector<std::shared_ptr<Backend>> chai
   values_[size_t(tg_.pos)] = pos;
   if (tg_.seed >= 0) values_[size_t(tg_.seed)] = Tensor::empty({1}, DType::F32);
   for (const Param& p : tg_.params) values_[size_t(p.value)] = p.tensor;
+}
+
+std::shared_ptr<Backend> StepRunner::whole_step_device() const {
+  if (plan_.chain.empty()) return nullptr;
+  const std::shared_ptr<Backend>& first = plan_.chain.front();
+  if (first->host_memory() || !first->trains_in_place()) return nullptr;
+  for (const Placement& p : plan_.placement)
+    if (p.tier != 0) return nullptr;
+  return first;
+}
+
+AdamW make_adamw(StepRunner& r, const AdamWConfig& cfg, bool on_device) {
+  std::vector<Tensor> params;
+  std::vector<bool> decay;
+  for (const Param& p : r.params()) {
+    params.push_back(p.tensor);
+    decay.push_back(p.decay);
+  }
+  const std::shared_ptr<Backend> device = on_device ? r.whole_step_device() : nullptr;
+  r.set_device(device);
+  return AdamW(std::move(params), std::move(decay), cfg, device);
 }
 
 double StepRunner::run(const int32_t* ids, const int32_t* targets, float loss_scale) {

@@ -15,6 +15,7 @@
 #include "backends/backend.h"
 #include "model/gpt2.h"
 #include "planner/planner.h"
+#include "train/adamw.h"
 
 namespace strand {
 
@@ -82,6 +83,11 @@ class StepRunner {
   bool time_nodes_ = false;
   std::map<std::string, std::pair<double, int64_t>> node_times_;  // kind -> (seconds, calls)
 };
+
+// AdamW over r's parameters (weight decay on the matrices). With `on_device` and the whole step
+// on a tier that trains in place, it runs there and r keeps its state there (set_device);
+// otherwise on the host.
+AdamW make_adamw(StepRunner& r, const AdamWConfig& cfg, bool on_device = true);
 
 // "h.3.mlp.c_fc.grad.w" as matmul_at -> "matmul_at mlp.c_fc": the kind a profile groups by.
 std::string train_node_kind(const Node& n);

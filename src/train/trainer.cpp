@@ -106,12 +106,6 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
     fail("the tokenizer has {} tokens, more than the model's vocabulary of {}", tok_.vocab_size(), mcfg.vocab_size);
   chain_ = make_chain(cfg_.backend);
   runner_ = std::make_unique<StepRunner>(build_train_graph(model_, cfg_.batch, cfg_.ctx), chain_, cfg_.strict);
-  std::vector<Tensor> params;
-  std::vector<bool> decay;
-  for (const Param& p : runner_->params()) {
-    params.push_back(p.tensor);
-    decay.push_back(p.decay);
-  }
   AdamWConfig ac;
   ac.beta1 = cfg_.beta1;
   ac.beta2 = cfg_.beta2;
@@ -119,9 +113,8 @@ Trainer::Trainer(Gpt2Config mcfg, Gpt2Weights weights, Gpt2Tokenizer tok, Corpus
   ac.weight_decay = cfg_.weight_decay;
   // The whole step on a tier that trains in place (a GPU): weights, gradients and moments stay
   // there; per step only the inputs go in and the loss and the gradient norm come out.
-  const std::shared_ptr<Backend> device = runner_->whole_step_device();
-  runner_->set_device(device);
-  opt_ = std::make_unique<AdamW>(params, decay, ac, device);
+  opt_ = std::make_unique<AdamW>(make_adamw(*runner_, ac));
+  const std::shared_ptr<Backend>& device = opt_->device();
   sampler_ = std::make_unique<BatchSampler>(corpus_.train, cfg_.batch, cfg_.ctx, cfg_.seed);
   // Validation: full batches of consecutive windows (fewer sequences when the held-out text is short).
   if (!corpus_.val.empty()) {
@@ -271,8 +264,7 @@ std::unique_ptr<Trainer> Trainer::resume_from(const std::string& dir, const std:
              shape_str(src->shape), shape_str(params[i].tensor.shape));
       mv[k] = src;
     }
-    t->opt_->set_moments(i, mv[0]->contiguous() ? *mv[0] : mv[0]->to(DType::F32),
-                         mv[1]->contiguous() ? *mv[1] : mv[1]->to(DType::F32));
+    t->opt_->set_moments(i, *mv[0], *mv[1]);
   }
   const json& s = st.at("sampler");
   if (!s.is_array() || s.size() != 4) fail("--resume {}: \"sampler\" must be 4 numbers", path);

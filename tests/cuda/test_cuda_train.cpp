@@ -52,19 +52,8 @@ std::vector<double> train_losses(const std::vector<std::shared_ptr<Backend>>& ch
   Gpt2Model m = trainable("untied");
   const int64_t seqs = 3, t = 9;
   StepRunner r(build_train_graph(m, seqs, t), chain, false);
-  std::shared_ptr<Backend> device;
-  if (on_device) {
-    device = r.whole_step_device();
-    if (!device) ADD_FAILURE() << "the step is not whole on a tier that trains in place";
-    r.set_device(device);
-  }
-  std::vector<Tensor> params;
-  std::vector<bool> decay;
-  for (const Param& p : r.params()) {
-    params.push_back(p.tensor);
-    decay.push_back(p.decay);
-  }
-  AdamW opt(params, decay, AdamWConfig{}, device);
+  AdamW opt = make_adamw(r, AdamWConfig{}, on_device);
+  if (on_device && !opt.device()) ADD_FAILURE() << "the step is not whole on a tier that trains in place";
   std::vector<double> losses;
   for (int s = 0; s < steps; ++s) {
     const Batch b = random_batch(seqs * t, m.config.vocab_size, seed + uint64_t(s));
@@ -136,24 +125,11 @@ TEST(CudaTrain, GoldenStepWithinTwiceNaive) {
   const double floor = 4.0 * double(std::numeric_limits<float>::epsilon());
   for (const std::string tag : {"tied", "untied"}) {
     SCOPED_TRACE(tag);
-    auto errors = [&](const std::shared_ptr<Backend>& tier, double* loss_err) {
-      Gpt2Model m = trainable(tag);
-      StepRunner r(build_train_graph(m, 3, 9), {tier}, true);
-      const double loss =
-          r.run(golden_tensor(tag + ".ids1").ptr<const int32_t>(), golden_tensor(tag + ".targets1").ptr<const int32_t>());
-      const double want = golden_tensor(tag + ".loss1").ptr<const double>()[0];
-      *loss_err = std::abs(loss - want) / std::abs(want);
-      double e = 0;
-      for (size_t i = 0; i < r.params().size(); ++i)
-        e = std::max(e, rel_err(r.grad(i), golden_tensor(tag + ".grad1." + r.params()[i].name)));
-      return e;
-    };
-    double lg = 0, ln = 0;
-    const double eg = errors(make_cuda_backend(), &lg);
-    const double en = errors(std::shared_ptr<Backend>(make_naive_backend()), &ln);
-    EXPECT_GT(en, 0.0) << "f32 equal to float64: the comparison is broken";
-    EXPECT_LE(eg, 2 * en + floor);
-    EXPECT_LE(lg, 2 * ln + floor);
+    const StepErrors g = first_step_errors(tag, {make_cuda_backend()}, /*strict=*/true);
+    const StepErrors n = first_step_errors(tag, {std::shared_ptr<Backend>(make_naive_backend())}, true);
+    EXPECT_GT(n.grads, 0.0) << "f32 equal to float64: the comparison is broken";
+    EXPECT_LE(g.grads, 2 * n.grads + floor);
+    EXPECT_LE(g.loss, 2 * n.loss + floor);
   }
 }
 
@@ -192,32 +168,19 @@ TEST(CudaTrain, Bf16ProductsTrainWithF32MasterWeights) {
   // both operands rounded, the rest f32. Against PyTorch's float64 golden step: the loss within
   // 1%, every gradient within 5%, and further from float64 than the f32 tier (the rounding
   // happened).
-  auto g = [](const std::string& name) -> const Tensor& { return golden_tensor(name); };
   CudaOptions o = cuda_options_from_env();
   o.bf16 = true;
   o.tf32 = false;
   for (const std::string tag : {"tied", "untied"}) {
     SCOPED_TRACE(tag);
-    auto errors = [&](const std::shared_ptr<Backend>& tier, double* loss_err) {
-      Gpt2Model m = trainable(tag);
-      StepRunner r(build_train_graph(m, 3, 9), {tier}, true);
-      const double loss = r.run(g(tag + ".ids1").ptr<const int32_t>(), g(tag + ".targets1").ptr<const int32_t>());
-      const double want = g(tag + ".loss1").ptr<const double>()[0];
-      *loss_err = std::abs(loss - want) / std::abs(want);
-      double e = 0;
-      for (size_t i = 0; i < r.params().size(); ++i)
-        e = std::max(e, rel_err(r.grad(i), g(tag + ".grad1." + r.params()[i].name)));
-      return e;
-    };
-    double loss16 = 0, loss32 = 0;
-    const double e16 = errors(make_cuda_backend(o), &loss16);
+    const StepErrors e16 = first_step_errors(tag, {make_cuda_backend(o)}, /*strict=*/true);
     CudaOptions f = o;
     f.bf16 = false;
-    const double e32 = errors(make_cuda_backend(f), &loss32);
-    EXPECT_LT(loss16, 1e-2);
-    EXPECT_LT(e16, 5e-2) << "bf16 products: gradients far from PyTorch's";
-    EXPECT_GT(e16, 10 * e32) << "no further from float64 than f32: the products did not round to bf16";
-    EXPECT_LT(e32, 1e-4);
+    const StepErrors e32 = first_step_errors(tag, {make_cuda_backend(f)}, true);
+    EXPECT_LT(e16.loss, 1e-2);
+    EXPECT_LT(e16.grads, 5e-2) << "bf16 products: gradients far from PyTorch's";
+    EXPECT_GT(e16.grads, 10 * e32.grads) << "no further from float64 than f32: the products did not round to bf16";
+    EXPECT_LT(e32.grads, 1e-4);
   }
 }
 
