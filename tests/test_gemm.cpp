@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -396,6 +397,48 @@ TEST(GemmLadder, EveryRungIsCorrectOnASmallSize) {
       EXPECT_LE(p.error_of(Cp), tol) << r.name << (trans ? " trans" : "");
     }
   }
+}
+
+// A rung that reads B in a packed lower-precision form is charged the bytes of that form, and a
+// decode shape's copies of B overflow the L3 in the smallest form run (else a bf16 or q8 rung's
+// B stays in cache and its GB/s passes the memory bound).
+TEST(GemmLadder, DecodeBytesCountTheFormEachRungReads) {
+  cpu::ThreadPool pool(1);
+  std::map<std::string, double> want = {{"packed", 4}, {"amx-bf16", 2}, {"avx512bf16", 2}, {"onednn-bf16", 2},
+                                        {"amx-int8", 1.125}};
+  for (const bench::Rung& r : bench::gemm_rungs(pool)) {
+    auto it = want.find(r.name);
+    if (it == want.end()) continue;
+    EXPECT_EQ(bench::b_read_bytes_per_elem(r, DType::F32), it->second) << r.name;
+    if (r.name == "packed") EXPECT_EQ(bench::b_read_bytes_per_elem(r, DType::BF16), 2) << r.name;
+    want.erase(it);
+  }
+  EXPECT_TRUE(want.empty()) << "rungs missing from the ladder: " << want.begin()->first;
+
+  const int64_t l3 = int64_t(32) << 20;
+  for (const double elems : {768.0 * 2304, 768.0 * 768, 3072.0 * 768})
+    for (const double smallest : {1.125, 2.0, 4.0}) {
+      const int c = bench::cold_b_copies(elems, smallest, l3);
+      EXPECT_GE(double(c) * elems * smallest, 2.0 * double(l3)) << elems << " elements, " << smallest << " bytes";
+      EXPECT_LT(double(c - 1) * elems * smallest, 2.0 * double(l3)) << "more copies than needed";
+    }
+  EXPECT_EQ(bench::cold_b_copies(768.0 * 50257, 2.0, l3), 1);  // the vocabulary projection overflows alone
+  EXPECT_EQ(bench::cold_b_copies(64, 1.0, l3), 128);           // tiny shapes: at most 128 copies
+
+  // The report: each cell's B bytes are its rung's form.
+  bench::LadderOptions o;
+  o.sizes = {8};
+  o.rungs = {"packed", "onednn-bf16", "avx512bf16"};
+  o.reps = 1;
+  o.measure_peak = false;
+  const nlohmann::json rep = bench::run_gemm_ladder(o, {});
+  int checked = 0;
+  for (const auto& c : rep["results"]) {
+    if (c["status"] != "ok") continue;
+    EXPECT_EQ(c["b_bytes"].get<double>(), (c["rung"] == "packed" ? 4.0 : 2.0) * 64) << c.dump();
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
 }
 
 TEST(GemmLadder, BenchmarkReportHasEveryCell) {

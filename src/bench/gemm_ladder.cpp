@@ -451,6 +451,14 @@ void set_library_threads(int n) {
 
 }  // namespace
 
+double b_read_bytes_per_elem(const Rung& r, DType b_dtype) {
+  return r.b_elem_bytes > 0 ? r.b_elem_bytes : double(dtype_size(r.any_dtype ? b_dtype : DType::F32));
+}
+
+int cold_b_copies(double b_elems, double min_elem_bytes, int64_t l3) {
+  return int(std::clamp<double>(std::ceil(2.0 * double(l3) / (b_elems * min_elem_bytes)), 1, 128));
+}
+
 json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const std::string&)>& progress) {
   const auto t_start = Clock::now();
   auto say = [&](const std::string& s) {
@@ -530,13 +538,21 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
     std::vector<float> B0(size_t(sh.K * sh.N));
     for (float& x : A) x = float(rng.uniform(-1.0, 1.0));
     for (float& x : B0) x = float(rng.uniform(-1.0, 1.0));
+    // A rung that packs B reads its packed copy, which may be smaller than B (bf16, q8): the
+    // copies are counted so that the smallest form among the rungs run still overflows the L3.
     const bool cold_b = sh.M <= cpu::kGemvMaxRows;
-    const double b_bytes = double(B0.size()) * 4.0;
-    const int copies = cold_b ? int(std::clamp<double>(std::ceil(2.0 * double(l3) / b_bytes), 1, 64)) : 1;
+    auto elem_bytes = [&](const Rung& r) { return b_read_bytes_per_elem(r, opt.b_dtype); };
+    double min_elem = 4.0;
+    for (const Rung& r : rungs) min_elem = std::min(min_elem, elem_bytes(r));
+    const double elems = double(B0.size());
+    const int copies = cold_b ? cold_b_copies(elems, min_elem, l3) : 1;
     std::vector<std::vector<float>> Bf(size_t(copies), B0);
     std::vector<std::vector<uint16_t>> Bh;
     if (opt.b_dtype != DType::F32)
       for (int c = 0; c < copies; ++c) Bh.push_back(to_half(B0, opt.b_dtype));
+    // The copies are read in one rotation across the rungs, so that a rung does not start on
+    // the copies the rung before it has just brought into the cache.
+    int next_copy = 0;
 
     for (const Rung& r : rungs) {
       json cell = {{"shape", sh.label}, {"M", sh.M}, {"N", sh.N}, {"K", sh.K}, {"trans_b", sh.trans_b},
@@ -578,29 +594,36 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
         continue;
       }
       GemmProblem p{sh.M, sh.N, sh.K, A.data(), nullptr, dt, sh.trans_b, C.data()};
-      auto b_of = [&](int rep) -> const void* {
-        const size_t c = size_t(rep % copies);
+      auto b_of = [&](int i) -> const void* {
+        const size_t c = size_t(i % copies);
         return dt == DType::F32 ? static_cast<const void*>(Bf[c].data()) : static_cast<const void*>(Bh[c].data());
       };
       std::vector<double> times;
       try {
         const auto cell_t0 = Clock::now();
-        int rep = 0;
+        int rep = next_copy;
+        // A rung that packs B packs every copy first (untimed, as weights are packed at load),
+        // in the order they are read: the first one read is the one packed longest ago, which
+        // the others have pushed out of the cache when B is meant to come from memory.
+        if (r.prepare)
+          for (int c = 0; c < copies; ++c) {
+            p.B = b_of(rep + c);
+            r.prepare(p);
+          }
         if (predicted < 0.5) {  // warm-up (caches, page faults, thread wake-up); not timed
           p.B = b_of(rep++);
-          if (r.prepare) r.prepare(p);
           r.run(p);
         }
         const double cell_budget = std::max(3.0, 2.0 * predicted);
         for (int i = 0; i < opt.reps; ++i) {
           std::fill(C.begin(), C.end(), std::nanf(""));
           p.B = b_of(rep++);
-          if (r.prepare) r.prepare(p);  // packs this B once (untimed), as weights are packed at load
           const auto t0 = Clock::now();
           r.run(p);
           times.push_back(seconds_since(t0));
           if (seconds_since(cell_t0) > cell_budget && times.size() >= 1) break;
         }
+        next_copy = rep % copies;
       } catch (const Error& e) {
         finish("error", e.what());
         continue;
@@ -624,9 +647,12 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
                         : r.peak == Rung::Peak::Int8       ? "AMX tiles (tdpbssd)"
                         : r.peak == Rung::Peak::Avx512Bf16 ? "AVX-512-BF16 (vdpbf16ps)"
                                                            : "FMA";
-      const double bytes = double(dtype_size(dt)) * double(sh.K * sh.N) + 4.0 * double(sh.M * sh.K + sh.M * sh.N);
+      const double b_read = elem_bytes(r) * elems;  // B as this rung reads it
+      const double bytes = b_read + 4.0 * double(sh.M * sh.K + sh.M * sh.N);
+      cell["b_bytes"] = b_read;
+      cell["b_copies"] = copies;
       cell["gbs"] = bytes / median(times) * 1e-9;
-      cell["b_from_dram"] = cold_b && double(copies) * b_bytes > double(l3);
+      cell["b_from_dram"] = cold_b && double(copies) * b_read > double(l3);
       cell["pct_mem_bw"] = pk.mem_read_gbs > 0 ? json(100.0 * (bytes / median(times) * 1e-9) / pk.mem_read_gbs) : json(nullptr);
       cell["max_rel_err"] = err;
       // f32 rounding over K terms stays far below this; a wrong kernel lands far above.
@@ -760,7 +786,8 @@ std::string ladder_markdown(const json& rep) {
   o << fmt::format(
       "- each cell: median GFLOP/s over the timed repetitions (up to {}; fewer when a cell passes 3 s), min–max "
       "spread, % of the FMA peak (1-thread peak for 1-thread rungs, all-thread peak for the others), speedup over "
-      "naive. Decode shapes (M <= {}) read B from memory (copies of B overflow the L3); GB/s counts B, A and C once.\n\n",
+      "naive. Decode shapes (M <= {}) read B from memory (copies of B overflow the L3); GB/s counts B (as the rung "
+      "reads it: bf16 2 bytes an element, q8 1.125), A and C once.\n\n",
       rep["options"]["reps"].get<int>(), gk["gemv_max_rows"].get<int64_t>());
 
   // Summary: shapes x rungs.

@@ -71,6 +71,10 @@ struct Rung {
   std::function<void(const GemmProblem&)> prepare = nullptr;
   // the peak it is compared with: the FMA lanes, the bf16 unit, the AMX int8 tiles, vdpbf16ps.
   enum class Peak { Fma, Bf16, Int8, Avx512Bf16 } peak = Peak::Fma;
+  // Bytes per element of B in the form a timed run reads it (its packed copy: bf16 2, q8 with
+  // its f32 block scales 1 + 4/32); 0: the size of B's dtype. GB/s and the copies that keep a
+  // decode shape's B out of the L3 count these bytes.
+  double b_elem_bytes = 0;
 };
 // Every rung in ladder order; `pool` is used by the threaded ones.
 std::vector<Rung> gemm_rungs(cpu::ThreadPool& pool);
@@ -119,6 +123,12 @@ struct GemmShape {
   bool square = false;
 };
 std::vector<GemmShape> gpt2_shapes();
+
+// Bytes per element of B as rung r reads it in a timed run, B given in b_dtype.
+double b_read_bytes_per_elem(const Rung& r, DType b_dtype);
+// How many copies of a decode shape's B (b_elems elements, min_elem_bytes each in the smallest
+// form a rung reads) are used in turn so that they fill twice an L3 of l3 bytes (1 to 128).
+int cold_b_copies(double b_elems, double min_elem_bytes, int64_t l3);
 
 // Runs the ladder; `progress` (may be empty) gets one line per finished cell.
 // Returns {"machine", "peak", "options", "results": [...], "crossovers": [...]}.

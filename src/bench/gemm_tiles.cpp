@@ -91,6 +91,7 @@ std::vector<Rung> tile_rungs(cpu::ThreadPool& pool) {
   b.a_rounding = b.b_rounding = Rounding::BF16;
   b.prepare = [](const GemmProblem& p) { packed_bf16(p); };
   b.peak = Rung::Peak::Bf16;
+  b.b_elem_bytes = 2;
   r.push_back(b);
   Rung i{"amx-int8", "strand's AMX int8 tiles: B as q8 packed once, A quantized per row in blocks of 32, all threads", true,
          false, amx.usable, amx.usable ? "" : amx.reason,
@@ -100,6 +101,7 @@ std::vector<Rung> tile_rungs(cpu::ThreadPool& pool) {
   i.a_rounding = i.b_rounding = Rounding::Q8;
   i.prepare = [](const GemmProblem& p) { packed_int8(p); };
   i.peak = Rung::Peak::Int8;
+  i.b_elem_bytes = 1.0 + 4.0 / double(amx::kTileDepth);  // int8 and an f32 scale per block of 32 along K
   r.push_back(i);
   const AmxStatus v = avx512bf16_status();
   Rung a{"avx512bf16", "strand's bf16 tile kernels on AVX-512-BF16 (vdpbf16ps): B packed once, A rounded per call, all threads",
@@ -112,6 +114,7 @@ std::vector<Rung> tile_rungs(cpu::ThreadPool& pool) {
   a.a_rounding = a.b_rounding = Rounding::BF16;
   a.prepare = [](const GemmProblem& p) { packed_bf16(p); };
   a.peak = Rung::Peak::Avx512Bf16;
+  a.b_elem_bytes = 2;
   r.push_back(a);
   Rung d{"onednn-bf16", "oneDNN bf16 matmul, B reordered once into oneDNN's layout, A converted per call", true, false,
          true, "", [](const GemmProblem& p) { onednn_bf16(p).run(p.A, p.C); }};
@@ -130,6 +133,7 @@ std::vector<Rung> tile_rungs(cpu::ThreadPool& pool) {
   d.a_rounding = d.b_rounding = Rounding::BF16;
   d.prepare = [](const GemmProblem& p) { onednn_bf16(p); };
   d.peak = Rung::Peak::Bf16;
+  d.b_elem_bytes = 2;  // reordered once into oneDNN's bf16 layout
   r.push_back(d);
   return r;
 }
