@@ -729,6 +729,53 @@ TEST(Avx512Bf16, GemmEveryTailAgainstFloat64OnRoundedInputs) {
     }
 }
 
+// The product kernel keeps blocks of C in registers; the tile layer runs the amx tier's tile
+// kernel with each accumulator tile in memory. Both issue the same vdpbf16ps lane by lane, so
+// the results must be equal bit for bit, on every tail of rows (blocks of 8 inside units of 32),
+// columns (one or two tiles of 16) and K, with units split anywhere between threads.
+TEST(Avx512Bf16, ProductKernelEqualsTheTileLayerBitForBit) {
+  STRAND_SKIP_UNLESS_AVX512BF16();
+  const amx::KernelSet& k = *amx::avx512bf16_kernels();
+  const amx::KernelSet& tl = *amx::avx512bf16_tile_layer_kernels();
+  ASSERT_NE(k.gemm_bf16, tl.gemm_bf16);
+  const int64_t shapes[][3] = {{1, 1, 1}, {7, 31, 17}, {8, 64, 32}, {9, 33, 48}, {33, 64, 47},
+                               {50, 100, 70}, {70, 130, 97}, {3, 768, 50}, {96, 96, 96}};
+  for (uint64_t seed : seeds())
+    for (const auto& sh : shapes)
+      for (const bool act : {false, true}) {
+        const int64_t M = sh[0], K = sh[1], N = sh[2];
+        Rng rng(seed * 5000 + uint64_t(M * 7 + K * 3 + N));
+        const Tensor A = random_f32({M, K}, rng), B = random_f32({K, N}, rng), bias = random_f32({N}, rng);
+        const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
+        const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16);
+        std::vector<uint16_t> ap(size_t(mp * kp));
+        k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, mp);
+        Poisoned C1(M, N), C2(M, N);
+        amx::GemmBf16Args g;
+        g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.ldc = C1.ldc;
+        g.ep.bias = bias.ptr<float>();
+        g.ep.has_act = act;
+        g.ep.act = Act::Relu;
+        g.ep.act_fn = [](const float* x, int64_t n, Act, float* out) {
+          for (int64_t i = 0; i < n; ++i) out[i] = x[i] > 0 ? x[i] : 0.0f;
+        };
+        const int64_t units = amx::gemm_units(M, N), cut = units / 3;
+        g.C = C1.c.data();
+        k.gemm_bf16(g, 0, cut);
+        k.gemm_bf16(g, cut, units);
+        g.C = C2.c.data();
+        tl.gemm_bf16(g, 0, units);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            const float x = C1.c[size_t(i * C1.ldc + j)], y = C2.c[size_t(i * C2.ldc + j)];
+            if (std::memcmp(&x, &y, 4) != 0) ++differ;
+          }
+        EXPECT_EQ(differ, 0) << M << "x" << K << "x" << N << (act ? " relu" : "") << " STRAND_SEED=" << seed;
+        EXPECT_TRUE(C1.gap_untouched(M, N)) << "wrote past column N";
+      }
+}
+
 TEST(Avx512Bf16, TierWithin2xNaiveAtItsPrecisionOnEveryCase) {
   STRAND_SKIP_UNLESS_AVX512BF16();
   AmxOptions o;

@@ -23,6 +23,7 @@ const KernelSet* hw_kernels() { return nullptr; }
 #endif
 #if !defined(STRAND_HAVE_AVX512BF16_BUILD)
 const KernelSet* avx512bf16_kernels() { return nullptr; }
+const KernelSet* avx512bf16_tile_layer_kernels() { return nullptr; }
 #endif
 
 }  // namespace strand::amx

@@ -493,5 +493,8 @@ const KernelSet* hw_kernels();
 // The bf16 kernels on AVX-512-BF16 (vdpbf16ps; amx/tiles_avx512bf16.h), no int8 entries:
 // nullptr when this build has no such code or the CPU lacks AVX512_BF16.
 const KernelSet* avx512bf16_kernels();
+// The same set with the product run on the tile layer as well (gemm_bf16<Avx512Bf16Tiles>), for
+// the tests: the avx512bf16 product kernel must give its results bit for bit.
+const KernelSet* avx512bf16_tile_layer_kernels();
 
 }  // namespace strand::amx
