@@ -25,10 +25,12 @@
 #include "backends/cpu/cpu_ops.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
+#include "cli_util.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/rounding.h"
+#include "devices/probe.h"
 #include "planner/planner.h"
 #include "reference/kernels.h"
 #include "runtime/runtime.h"
@@ -129,6 +131,7 @@ TEST(AmxPack, Bf16TilesHoldPairsOfConsecutiveK) {
   const amx::PackedBf16 p = amx::pack_b_bf16(B, false);
   ASSERT_EQ(p.kb, 2);
   ASSERT_EQ(p.nt, 2);
+  EXPECT_EQ(int64_t(p.bytes()), amx::packed_bf16_bytes(K, N));  // what bench model counts a decode reading
   for (int64_t t = 0; t < p.nt; ++t)
     for (int64_t kb = 0; kb < p.kb; ++kb) {
       const uint16_t* tile = p.tile(t, kb);
@@ -162,6 +165,7 @@ TEST(AmxPack, Int8TilesHoldQuadsAndTheBlockScales) {
   const amx::PackedInt8 p = amx::pack_b_int8(W, false);
   ASSERT_EQ(p.kb, 3);
   ASSERT_EQ(p.nt, 2);
+  EXPECT_EQ(int64_t(p.bytes()), amx::packed_int8_bytes(K, N));
   const int64_t lp = q8_padded(K);
   for (int64_t t = 0; t < p.nt; ++t)
     for (int64_t kb = 0; kb < p.kb; ++kb) {
@@ -383,6 +387,49 @@ OneNode product_graph(int64_t M, int64_t K, int64_t N, DType w, bool linear, int
 }
 
 }  // namespace
+
+// The crossovers `strand devices` measures per weight kind: with f32 weights the tiles read half
+// the bytes the cpu tier does, with f16/bf16 weights the same, so each has its own row count.
+TEST(AmxTier, CrossoversPerWeightKindComeFromTheDeviceCache) {
+  cli_test::TempCacheDir cache;
+  DeviceReport r;
+  r.machine = machine_info();
+  r.threads = default_thread_count();
+  for (const char* tier : {"avx512bf16", "amx"})
+    for (const auto& [path, rows] : std::vector<std::pair<std::string, long long>>{{"bf16", 1}, {"bf16-w16", 64}, {"int8", 8}}) {
+      RowCrossover c;
+      c.tier = tier, c.path = path, c.vs = "cpu", c.rows = rows;
+      r.row_crossovers.push_back(c);
+    }
+  ASSERT_EQ(write_device_cache(r), "");
+  for (const char* tier : {"avx512bf16", "amx"}) {
+    const AmxCrossover c = amx_crossover_for(r.threads, tier);
+    EXPECT_TRUE(c.measured) << c.source;
+    EXPECT_EQ(c.rows_bf16, 1) << tier;
+    EXPECT_EQ(c.rows_bf16_w16, 64) << tier;
+    EXPECT_EQ(c.rows_int8, 8) << tier;
+  }
+  // The tier applies them: a decode product with f32 weights taken, with bf16 weights left to
+  // the cpu tier.
+  if (avx512bf16_status().usable) {
+    AmxOptions o;
+    o.unit = AmxUnit::Avx512Bf16;
+    const auto t = make_amx_backend(o);
+    const OneNode f32 = product_graph(1, 768, 768, DType::F32, true);
+    const OneNode b16 = product_graph(1, 768, 768, DType::BF16, true);
+    const Verdict yes = t->supports(f32.g, f32.g.node(f32.node));
+    EXPECT_TRUE(yes.ok) << yes.reason;
+    const Verdict no = t->supports(b16.g, b16.g.node(b16.node));
+    EXPECT_FALSE(no.ok);
+    EXPECT_NE(no.reason.find("M = 1 rows, below the crossover of 64 rows (measured"), std::string::npos) << no.reason;
+  }
+  // A cache written before the f16/bf16 path was measured: that path keeps the default.
+  std::erase_if(r.row_crossovers, [](const RowCrossover& x) { return x.path == "bf16-w16"; });
+  ASSERT_EQ(write_device_cache(r), "");
+  const AmxCrossover old = amx_crossover_for(r.threads, "avx512bf16");
+  EXPECT_EQ(old.rows_bf16, 1);
+  EXPECT_EQ(old.rows_bf16_w16, kAmxDefaultMinRows);
+}
 
 TEST(AmxTier, TakesProductsFromTheCrossoverAndPrefillAttention) {
   const auto t = model_tier(32);

@@ -63,11 +63,11 @@ TEST(Stranded, RowCrossoverMeasuredOnRealTiers) {
   // threshold is the rule's on those points (which tier wins is timing, not asserted here).
   const auto cpu = make_cpu_backend();
   const auto naive = make_naive_backend();
-  for (DType w : {DType::F32, DType::Q8}) {
+  for (DType w : {DType::F32, DType::BF16, DType::Q8}) {
     const RowCrossover rc = measure_row_crossover(*cpu, *naive, w, {1, 8, 32}, {{64, 48}, {32, 40}}, 0.001);
     EXPECT_EQ(rc.tier, "cpu");
     EXPECT_EQ(rc.vs, "naive");
-    EXPECT_EQ(rc.path, w == DType::Q8 ? "int8" : "bf16");
+    EXPECT_EQ(rc.path, w == DType::Q8 ? "int8" : w == DType::F32 ? "bf16" : "bf16-w16");
     ASSERT_EQ(rc.points.size(), 6u);
     for (const auto& p : rc.points) {
       EXPECT_GT(p.tier_seconds, 0);
@@ -102,6 +102,11 @@ TEST(Stranded, QuickProbeListsEveryUnitFound) {
     if (avx512bf16_status().usable) {  // the avx512bf16 tier computes on it
       EXPECT_EQ(bf16->best_tier, "avx512bf16");
       EXPECT_GT(bf16->best, 0);
+      // Its crossovers against the cpu tier: f32 weights, and f16/bf16 weights.
+      std::vector<std::string> paths;
+      for (const RowCrossover& x : r.row_crossovers)
+        if (x.tier == "avx512bf16") paths.push_back(x.path);
+      EXPECT_EQ(paths, (std::vector<std::string>{"bf16", "bf16-w16"}));
     } else {  // no tier uses it: 100% stranded, not missing
       EXPECT_EQ(bf16->best, 0);
       EXPECT_EQ(bf16->stranded(), 1.0);
@@ -119,7 +124,7 @@ TEST(Stranded, QuickProbeListsEveryUnitFound) {
     const ComputeUnit* tiles = find_unit(r, "AMX tiles, bf16");
     ASSERT_NE(tiles, nullptr) << table;
     EXPECT_GT(tiles->peak, fma->peak);
-    EXPECT_EQ(std::count_if(r.row_crossovers.begin(), r.row_crossovers.end(), [](const auto& x) { return x.tier == "amx"; }), 2);
+    EXPECT_EQ(std::count_if(r.row_crossovers.begin(), r.row_crossovers.end(), [](const auto& x) { return x.tier == "amx"; }), 3);
   }
   EXPECT_NE(table.find("of this machine's floating-point matrix throughput is stranded"), std::string::npos) << table;
   // JSON round trip.

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/amx/amx.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
 #include "bench/model_bench.h"
@@ -232,6 +233,26 @@ TEST(BenchModel, DecodeBytesCountWhatOneTokenReads) {
   m.weights = cast_gpt2_weights(m.weights, DType::F16);
   const double f16_layer = 4 * 4 * C + 4 * (3 * C + C + F + C) + 2 * (C * 3 * C + C * C + C * F + F * C);
   EXPECT_DOUBLE_EQ(decode_weight_bytes(m), 2 * f16_layer + 4 * 2 * C + 2 * (V * C + C));
+
+  // On a chain whose first tier packs the products' weights into bf16 tiles (the amx tier's
+  // kernels, here on the C++ model, taking every row count), the products read the packed
+  // weights: 2 bytes an element, N padded to 16 columns (the vocabulary's 100 to 112); layer
+  // norms, biases and the gathered wpe row stay as they are.
+  AmxOptions o;
+  o.unit = AmxUnit::Model;
+  o.min_rows_bf16 = 1;
+  const std::vector<std::shared_ptr<Backend>> chain = {std::shared_ptr<Backend>(make_amx_backend(o)),
+                                                       make_chain("cpu").front()};
+  for (const DType dt : {DType::F32, DType::F16}) {
+    m.weights = cast_gpt2_weights(random_gpt2_weights(cfg, 1, DType::F32), dt);
+    const double e = double(dtype_size(dt));
+    const double small = 4 * (4 * C + 3 * C + C + F + C);  // per layer: ln_1, ln_2, the four biases (f32)
+    const double packed = 2 * (C * 3 * C + C * C + C * F + F * C);
+    EXPECT_DOUBLE_EQ(decode_weight_bytes(m, chain), 2 * (small + packed) + 4 * 2 * C + e * C + 2 * C * 112)
+        << dtype_name(dt);
+  }
+  // The cpu tier reads them as they are.
+  EXPECT_DOUBLE_EQ(decode_weight_bytes(m, make_chain("cpu")), decode_weight_bytes(m));
 }
 
 TEST(ValidateCli, JsonIsOneValueAndWritesTheDocs) {

@@ -152,6 +152,11 @@ class Backend {
 
   // What it rounds node `n`'s inputs to (see Precision). Asked only for nodes it supports.
   virtual Precision precision(const Graph& g, const Node& n) const { return {}; }
+  // The bytes it reads of input `i` of node `n` each time it runs the node, when that input is a
+  // weight of `bytes` bytes as bound: the size of the form it converts a weight into once and
+  // keeps (bf16 or int8 tiles), else `bytes`. Asked only for nodes it supports (bench model's
+  // decode GB/s counts these bytes).
+  virtual double weight_read_bytes(const Graph& g, const Node& n, size_t i, double bytes) const { return bytes; }
   // Whether it joins the chains strand makes by default ("auto"). A tier that changes what is
   // computed (a lower precision) for a modest gain says false: it runs only when named.
   virtual bool in_default_chain() const { return true; }

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,8 @@
 #include "model/gpt2_weights.h"
 
 namespace strand {
+
+class Backend;
 
 // GPT-2 124M's shape: 12 layers, 768 channels, 12 heads, context 1024, vocabulary 50257, tied.
 Gpt2Config gpt2_124m_config();
@@ -126,7 +129,8 @@ struct ModelBenchReport {
 
 ModelBenchReport run_model_bench(const ModelBenchOptions& opt);
 
-// Weight bytes a one-token decode reads (the formula above), for `w` in its dtypes.
-double decode_weight_bytes(const Gpt2Model& m);
+// Weight bytes a one-token decode reads (the formula above), for `w` in its dtypes; with a
+// chain, each product's weight as the tier it is placed on reads it (Backend::weight_read_bytes).
+double decode_weight_bytes(const Gpt2Model& m, const std::vector<std::shared_ptr<Backend>>& chain = {});
 
 }  // namespace strand

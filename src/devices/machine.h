@@ -71,7 +71,7 @@ struct RowCrossoverPoint {
 };
 
 // The rows M from which a tier takes a product from the tier below it (the amx tier's
-// crossover), per compute path ("bf16", "int8").
+// crossover), per compute path: "bf16" (f32 weights), "bf16-w16" (f16/bf16 weights), "int8".
 struct RowCrossover {
   std::string tier, path, vs;  // "amx", "bf16", "cpu"
   long long rows = -1;         // takes products with M >= rows; -1: not measured; kNeverRows: never

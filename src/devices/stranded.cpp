@@ -142,7 +142,7 @@ RowCrossover measure_row_crossover(Backend& tier, Backend& opponent, DType weigh
   RowCrossover rc;
   rc.tier = tier.name();
   rc.vs = opponent.name();
-  rc.path = weights == DType::Q8 ? "int8" : "bf16";
+  rc.path = weights == DType::Q8 ? "int8" : weights == DType::F32 ? "bf16" : "bf16-w16";
   uint64_t seed = 1;
   for (const auto& [K, N] : kn)
     for (const int64_t M : ms) {
@@ -219,8 +219,9 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
         o.unit = AmxUnit::Avx512Bf16;
         o.min_rows_bf16 = 1;  // measure every size
         auto every = make_amx_backend(o);
-        r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, DType::F32, budget.crossover_m,
-                                                         budget.crossover_kn, budget.seconds_per_measurement / 6));
+        for (const DType w : {DType::F32, DType::BF16})
+          r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, w, budget.crossover_m, budget.crossover_kn,
+                                                           budget.seconds_per_measurement / 6));
       }
     }
     if (u.peak > 0) r.units.push_back(u);
@@ -276,8 +277,8 @@ void measure_compute_units(const std::vector<std::shared_ptr<Backend>>& all, con
       auto every = make_amx_backend(o);
       std::vector<int64_t> ms = budget.crossover_m;
       const double per_point = budget.seconds_per_measurement / 6;
-      r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, DType::F32, ms, budget.crossover_kn, per_point));
-      r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, DType::Q8, ms, budget.crossover_kn, per_point));
+      for (const DType w : {DType::F32, DType::BF16, DType::Q8})
+        r.row_crossovers.push_back(measure_row_crossover(*every, *cpu_tier, w, ms, budget.crossover_kn, per_point));
     }
   } else {
     r.units_absent.push_back("AMX (" + amx.reason + ")");
@@ -320,6 +321,7 @@ CachedRowCrossovers cached_row_crossovers(const std::string& tier, int threads) 
   for (const RowCrossover& x : look.report->row_crossovers) {
     if (x.tier != tier || x.rows < 0) continue;
     if (x.path == "bf16") c.bf16 = x.rows;
+    if (x.path == "bf16-w16") c.bf16_w16 = x.rows;
     if (x.path == "int8") c.int8 = x.rows;
   }
   return c;

@@ -52,7 +52,7 @@ long long crossover_rows_from_points(const std::vector<RowCrossoverPoint>& point
 
 // The cached crossovers of `tier` at `threads` threads (-1 where not measured).
 struct CachedRowCrossovers {
-  long long bf16 = -1, int8 = -1;
+  long long bf16 = -1, bf16_w16 = -1, int8 = -1;  // paths "bf16", "bf16-w16", "int8"
   std::string path;     // the cache file, ~ for $HOME
   std::string warning;  // the cache exists but could not be read
 };

@@ -62,6 +62,7 @@ enum class AmxUnit : uint8_t {
 struct AmxOptions {
   AmxUnit unit = AmxUnit::Tiles;
   // Smallest M the tier takes, per path; 0: the measured crossover, else kAmxDefaultMinRows.
+  // min_rows_bf16 holds for bf16 tiles whatever the weights' float dtype.
   int64_t min_rows_bf16 = 0;
   int64_t min_rows_int8 = 0;
   // Smallest query count for attention; 0: kAmxAttnMinQueries.
@@ -81,7 +82,9 @@ std::unique_ptr<Backend> amx_without_crossover(const Backend& b);
 // The rows from which the tier takes products at `threads` threads, and where that came from
 // ("measured, cache ~/.cache/strand/devices.json" or the default and why).
 struct AmxCrossover {
-  int64_t rows_bf16 = kAmxDefaultMinRows, rows_int8 = kAmxDefaultMinRows;
+  // bf16 tiles against the cpu tier with f32 weights (which it reads at 4 bytes an element, the
+  // tiles at 2) and with f16/bf16 weights (2 bytes either way: decode pays later, if ever).
+  int64_t rows_bf16 = kAmxDefaultMinRows, rows_bf16_w16 = kAmxDefaultMinRows, rows_int8 = kAmxDefaultMinRows;
   bool measured = false;
   std::string source;
 };

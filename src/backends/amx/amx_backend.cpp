@@ -77,6 +77,7 @@ class AmxBackend final : public Backend {
   AmxBackend(const AmxOptions& opt, const KernelSet* k, AmxStatus status, AmxCrossover cross)
       : opt_(opt), k_(k), status_(std::move(status)), cross_(std::move(cross)) {
     rows_bf16_ = opt.min_rows_bf16 > 0 ? opt.min_rows_bf16 : cross_.rows_bf16;
+    rows_bf16_w16_ = opt.min_rows_bf16 > 0 ? opt.min_rows_bf16 : cross_.rows_bf16_w16;
     rows_int8_ = opt.min_rows_int8 > 0 ? opt.min_rows_int8 : cross_.rows_int8;
     if (opt.min_rows_bf16 > 0 || opt.min_rows_int8 > 0) cross_.source = "set by the caller";
     attn_min_ = opt.min_attention_queries > 0 ? opt.min_attention_queries : kAmxAttnMinQueries;
@@ -96,8 +97,11 @@ class AmxBackend final : public Backend {
   Verdict probe() const override {
     if (opt_.unit == AmxUnit::Model) return Verdict::yes("the C++ model of the tile instructions (no AMX used)");
     if (!status_.usable) return Verdict::no(status_.reason);
-    const std::string rows = bf16_only() ? fmt::format("products from {} rows", rows_bf16_)
-                                         : fmt::format("products from {} rows (bf16) / {} rows (int8)", rows_bf16_, rows_int8_);
+    const std::string bf16 = rows_bf16_ == rows_bf16_w16_
+                                 ? fmt::format("{} rows (bf16)", rows_bf16_)
+                                 : fmt::format("{} rows (bf16; {} with f16/bf16 weights)", rows_bf16_, rows_bf16_w16_);
+    const std::string rows = bf16_only() ? "products from " + bf16
+                                         : fmt::format("products from {} / {} rows (int8)", bf16, rows_int8_);
     return Verdict::yes(fmt::format("{}; {} threads; {} ({}), attention from {} queries{}", status_.reason,
                                     pool().size(), rows, cross_.source, attn_min_,
                                     bf16_only() ? "; joins no default chain: name it in --backend" : ""));
@@ -106,6 +110,7 @@ class AmxBackend final : public Backend {
   const AmxOptions& options() const { return opt_; }
   Verdict supports(const Graph& g, const Node& n) const override;
   Precision precision(const Graph& g, const Node& n) const override;
+  double weight_read_bytes(const Graph& g, const Node& n, size_t i, double bytes) const override;
   void run(const Graph& g, std::span<const NodeId> nodes, std::vector<Tensor>& values) override;
 
  private:
@@ -122,7 +127,7 @@ class AmxBackend final : public Backend {
   const KernelSet* k_;
   AmxStatus status_;
   AmxCrossover cross_;
-  int64_t rows_bf16_ = kAmxDefaultMinRows, rows_int8_ = kAmxDefaultMinRows, attn_min_ = kAmxAttnMinQueries;
+  int64_t rows_bf16_ = kAmxDefaultMinRows, rows_bf16_w16_ = kAmxDefaultMinRows, rows_int8_ = kAmxDefaultMinRows, attn_min_ = kAmxAttnMinQueries;
 
   std::mutex mu_;  // run() is not re-entrant: the scratch below is shared
   std::map<const void*, std::shared_ptr<PackedWeight>> weights_;
@@ -154,7 +159,7 @@ Verdict AmxBackend::supports_product(const Graph& g, const Node& n) const {
                                                             "they change in place)",
                                                             dtype_name(w.dtype))
                                               : fmt::format(", {} weights rounded to bf16 once", dtype_name(w.dtype)));
-    min_rows = rows_bf16_;
+    min_rows = w.dtype == DType::F32 ? rows_bf16_ : rows_bf16_w16_;
   } else if (w.dtype == DType::Q8 && bf16_only()) {
     return Verdict::no("q8 weights: no int8 tile product here (AVX512_VNNI multiplies unsigned by signed bytes)");
   } else if (w.dtype == DType::Q8) {
@@ -229,6 +234,14 @@ Precision AmxBackend::precision(const Graph& g, const Node& n) const {
     p.note = "bf16 tiles: q, k, v and the softmax weights rounded to bf16, f32 softmax and accumulation";
   }
   return p;
+}
+
+double AmxBackend::weight_read_bytes(const Graph& g, const Node& n, size_t i, double bytes) const {
+  // A product's weight is packed once into tiles and read from there (a training step packs it
+  // on every run, from the f32 weight).
+  if (!is_product(n.op) || i != 1 || has_loss(g) || g.value(n.inputs[1]).kind != ValueKind::Weight) return bytes;
+  const int64_t K = g.value(n.inputs[0]).shape[1], N = g.value(n.output).shape[1];
+  return double(g.value(n.inputs[1]).dtype == DType::Q8 ? amx::packed_int8_bytes(K, N) : amx::packed_bf16_bytes(K, N));
 }
 
 std::shared_ptr<PackedWeight> AmxBackend::packed(const Graph& g, ValueId id, const Tensor& w, bool trans_b, bool int8) {
@@ -395,8 +408,9 @@ AmxCrossover amx_crossover_for(int threads, const std::string& tier) {
   AmxCrossover c;
   const CachedRowCrossovers cached = cached_row_crossovers(tier, threads);
   if (cached.bf16 > 0) c.rows_bf16 = cached.bf16;
+  if (cached.bf16_w16 > 0) c.rows_bf16_w16 = cached.bf16_w16;
   if (cached.int8 > 0) c.rows_int8 = cached.int8;
-  c.measured = cached.bf16 > 0 || cached.int8 > 0;
+  c.measured = cached.bf16 > 0 || cached.bf16_w16 > 0 || cached.int8 > 0;
   if (c.measured)
     c.source = fmt::format("measured, cache {}", cached.path);
   else if (!cached.warning.empty())

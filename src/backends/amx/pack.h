@@ -51,6 +51,10 @@ struct PackedBf16 {
   }
   size_t bytes() const { return size_t(nt * kb) * kTileBytes; }
 };
+// Its size for a K x N weight, before packing.
+inline int64_t packed_bf16_bytes(int64_t K, int64_t N) {
+  return round_up(K, kTileDepth) / kTileDepth * (round_up(N, kTileCols) / kTileCols) * kTileBytes;
+}
 
 // B in int8 tiles with the q8 block scales: nt x kb tiles of 8 x 16 quads (512 bytes each),
 // and per tile the 16 columns' scales of that block.
@@ -66,6 +70,9 @@ struct PackedInt8 {
   }
   size_t bytes() const { return size_t(nt * kb) * (kTileBytes / 2 + 4 * kTileCols); }
 };
+inline int64_t packed_int8_bytes(int64_t K, int64_t N) {
+  return round_up(K, kTileDepth) / kTileDepth * (round_up(N, kTileCols) / kTileCols) * (kTileBytes / 2 + 4 * kTileCols);
+}
 
 // The weight of a product as the tier receives it: `w` is B [K, N], or [N, K] when trans_b, in
 // f32, f16 or bf16, row-major or column-major (core/tensor.h). Every value is rounded to bf16
