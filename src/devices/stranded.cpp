@@ -61,14 +61,18 @@ double loop_rate(double (*loop)(int64_t), double seconds) {
   return best;
 }
 
-// One matrix product node with a weight, ready to run on any host tier.
+// One matrix product node with a weight, ready to run on any host tier. With copies > 1 the
+// weight is bound to one copy after another (each its own memory, so each packed once by a tier
+// that packs), as a decode reads a model's weights: from memory, not from the cache.
 struct ProductBench {
   Graph g;
-  NodeId node = 0;
+  NodeId node = 0, weight = 0;
   std::vector<Tensor> values;
+  std::vector<Tensor> copies;
+  size_t next = 0;
   double flops = 0;
 
-  ProductBench(int64_t M, int64_t K, int64_t N, DType w, uint64_t seed) {
+  ProductBench(int64_t M, int64_t K, int64_t N, DType w, uint64_t seed, int n_copies = 1) {
     const ValueId a = g.input("a", {M, K}, DType::F32);
     const ValueId b = g.weight("b", {K, N}, w);
     const ValueId out = g.add(OpKind::MatMul, {a, b}, Attrs{}, "stranded.matmul");
@@ -80,18 +84,22 @@ struct ProductBench {
     for (int64_t i = 0; i < at.numel(); ++i) at.ptr<float>()[i] = float(rng.uniform(-1.0, 1.0));
     for (int64_t i = 0; i < bt.numel(); ++i) bt.ptr<float>()[i] = float(rng.uniform(-1.0, 1.0));
     values[size_t(a)] = at;
-    values[size_t(b)] = w == DType::Q8 ? bt.to_q8(0) : bt.to_col_major(w);  // as strand runs models
+    for (int c = 0; c < std::max(1, n_copies); ++c)
+      copies.push_back(w == DType::Q8 ? bt.to_q8(0) : bt.to_col_major(w));  // as strand runs models
+    weight = b;
+    values[size_t(b)] = copies[0];
     values[size_t(out)] = Tensor::empty({M, N}, DType::F32);
     flops = 2.0 * double(M) * double(N) * double(K);
   }
   bool supported_by(const Backend& t) const { return t.supports(g, g.node(node)).ok; }
   void run(Backend& t) {
     const NodeId n = node;
+    values[size_t(weight)] = copies[next++ % copies.size()];
     t.run(g, std::span<const NodeId>(&n, 1), values);
     t.sync();
   }
   double best_seconds(Backend& t, double seconds) {
-    run(t);  // warm-up: packs the weight, wakes the threads
+    for (size_t c = 0; c < copies.size(); ++c) run(t);  // warm-up: packs every copy, wakes the threads
     double best = std::numeric_limits<double>::infinity();
     const auto start = Clock::now();
     for (int rep = 0; rep < 20; ++rep) {
@@ -144,9 +152,15 @@ RowCrossover measure_row_crossover(Backend& tier, Backend& opponent, DType weigh
   rc.vs = opponent.name();
   rc.path = weights == DType::Q8 ? "int8" : weights == DType::F32 ? "bf16" : "bf16-w16";
   uint64_t seed = 1;
+  const double l3 = double(machine_info().l3_bytes);
   for (const auto& [K, N] : kn)
     for (const int64_t M : ms) {
-      ProductBench pb(M, K, N, weights, seed++);
+      // Decode-sized products read the weight from memory: enough copies to fill the L3 twice
+      // in the smaller form either tier reads (bf16 tiles: 2 bytes an element; q8: ~1).
+      const double elem = weights == DType::Q8 ? 1.0 : 2.0;
+      const int n_copies =
+          M <= cpu::kGemvMaxRows && l3 > 0 ? int(std::clamp(std::ceil(2 * l3 / (elem * double(K * N))), 1.0, 64.0)) : 1;
+      ProductBench pb(M, K, N, weights, seed++, n_copies);
       if (!pb.supported_by(tier) || !pb.supported_by(opponent)) continue;
       RowCrossoverPoint p;
       p.m = M, p.k = K, p.n = N;

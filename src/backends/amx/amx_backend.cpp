@@ -80,7 +80,9 @@ class AmxBackend final : public Backend {
     rows_bf16_w16_ = opt.min_rows_bf16 > 0 ? opt.min_rows_bf16 : cross_.rows_bf16_w16;
     rows_int8_ = opt.min_rows_int8 > 0 ? opt.min_rows_int8 : cross_.rows_int8;
     if (opt.min_rows_bf16 > 0 || opt.min_rows_int8 > 0) cross_.source = "set by the caller";
-    attn_min_ = opt.min_attention_queries > 0 ? opt.min_attention_queries : kAmxAttnMinQueries;
+    attn_min_ = opt.min_attention_queries > 0       ? opt.min_attention_queries
+                : opt.unit == AmxUnit::Avx512Bf16 ? 0  // none: see AmxOptions
+                                                  : kAmxAttnMinQueries;
   }
 
   std::string name() const override { return bf16_only() ? "avx512bf16" : "amx"; }
@@ -102,8 +104,10 @@ class AmxBackend final : public Backend {
                                  : fmt::format("{} rows (bf16; {} with f16/bf16 weights)", rows_bf16_, rows_bf16_w16_);
     const std::string rows = bf16_only() ? "products from " + bf16
                                          : fmt::format("products from {} / {} rows (int8)", bf16, rows_int8_);
-    return Verdict::yes(fmt::format("{}; {} threads; {} ({}), attention from {} queries{}", status_.reason,
-                                    pool().size(), rows, cross_.source, attn_min_,
+    const std::string attn = attn_min_ > 0 ? fmt::format("attention from {} queries", attn_min_)
+                                           : std::string("attention left to the tier below (faster there)");
+    return Verdict::yes(fmt::format("{}; {} threads; {} ({}), {}{}", status_.reason, pool().size(), rows,
+                                    cross_.source, attn,
                                     bf16_only() ? "; joins no default chain: name it in --backend" : ""));
   }
   bool in_default_chain() const override { return !bf16_only(); }
@@ -207,6 +211,9 @@ Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
       for (int i = 0; i < 3; ++i)
         if (g.value(n.inputs[size_t(i)]).dtype != DType::F32) return Verdict::no("q, k and v must be f32");
       if (n.attrs.seqs != 1) return Verdict::no("several sequences in one attention (a training batch)");
+      if (attn_min_ <= 0)
+        return Verdict::no("the tile attention on vdpbf16ps is slower than the cpu tier's f32 attention (a GPT-2 124M "
+                           "pp512: ~95 ms against ~33 ms on 2 Zen 4 vCPUs); the tier below runs it");
       const int64_t T = g.value(n.inputs[0]).shape[0];
       if (T < attn_min_)
         return Verdict::no(fmt::format("{} queries: below {} (decode attention stays on the cpu tier)", T, attn_min_));
