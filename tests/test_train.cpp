@@ -10,6 +10,7 @@
 #include "backends/cuda/cuda.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
+#include "bench/train_bench.h"
 #include "cli_util.h"
 #include "fake_device.h"
 #include "train_fixtures.h"
@@ -305,4 +306,44 @@ TEST(TrainTiers, AnOptimizerOnTheDeviceTrainsAsOnTheHostBitForBit) {
   auto partial = std::make_shared<FakeDevice>(std::set<OpKind>{OpKind::AttentionBackward});
   StepRunner split(build_train_graph(md, kSeqs, kT), {partial, naive}, false);
   EXPECT_EQ(split.whole_step_device(), nullptr);
+}
+
+// MFU is stated against the unit the products run on: the FP32 lanes for an f32 chain, the bf16
+// unit (vdpbf16ps, AMX tiles) for a mixed-precision one; a share above 1 would be a wrong bound.
+TEST(TrainBench, MfuIsOfTheUnitTheProductsRunOn) {
+  TrainBenchOptions o;
+  o.config.n_layer = 1;
+  o.config.n_embd = 32;
+  o.config.n_head = 2;
+  o.config.n_inner = 128;
+  o.config.vocab_size = 64;
+  o.config.n_positions = 16;
+  o.batch = 2;
+  o.ctx = 16;
+  o.reps = 1;
+  o.warmup = 0;
+  o.threads = {1};
+  const bool bf16 = avx512bf16_status().usable;
+  o.chains = {"cpu"};
+  if (bf16) o.chains.push_back("avx512bf16,cpu");
+  const TrainBenchReport r = run_train_bench(o);
+  ASSERT_EQ(r.results.size(), o.chains.size());
+  for (const TrainBenchResult& x : r.results) {
+    EXPECT_GT(x.peak_gflops, 0) << x.chain;
+    EXPECT_GT(x.mfu, 0) << x.chain;
+    EXPECT_LE(x.mfu, 1) << x.chain << ": " << x.gflops << " GFLOP/s against a peak of " << x.peak_gflops;
+    if (x.chain == "cpu") {
+      EXPECT_NE(x.peak_source.find("FP32 FMA lanes of 1 thread"), std::string::npos) << x.peak_source;
+      EXPECT_EQ(x.precision, "f32");
+    } else {
+      EXPECT_NE(x.peak_source.find("AVX-512-BF16 (vdpbf16ps) of 1 thread"), std::string::npos) << x.peak_source;
+      EXPECT_NE(x.precision.find("mixed"), std::string::npos) << x.precision;
+    }
+  }
+  // Without AMX, a chain named amx (never built there) falls back to the FP32 lanes, saying so.
+  if (!amx_status().usable) {
+    std::string what;
+    EXPECT_GT(training_peak_gflops("amx", 1, &what), 0);
+    EXPECT_NE(what.find("FP32 FMA lanes"), std::string::npos) << what;
+  }
 }

@@ -9,6 +9,8 @@
 #include "backends/cpu/threadpool.h"
 #include "backends/cuda/cuda.h"
 #include "backends/registry.h"
+#include "bench/gemm_ladder.h"
+#include "bench/gemm_tiles.h"
 #include "bench/model_bench.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -46,6 +48,20 @@ double training_peak_gflops(const std::string& first_tier, int threads, std::str
     }
     *what = fmt::format("cuda: cuBLASLt {} 4096³ product, measured", co.tf32 ? "tf32" : "f32");
     return measure_cuda_f32_peak_tflops(co.tf32) * 1e3;
+  }
+  if (first_tier == "avx512bf16" || first_tier == "amx") {
+    // Mixed precision: the step's products run on the bf16 unit, the ceiling MFU is stated
+    // against (the peak of the precision the matrix products compute in).
+    cpu::ThreadPool pool(threads);
+    bench::MachinePeak pk;
+    bench::measure_tile_peaks(pool, pk);
+    const bool amx = first_tier == "amx";
+    const double peak = amx ? (pk.bf16_unit.rfind("AMX", 0) == 0 ? pk.bf16_gflops : 0) : pk.avx512_bf16_gflops;
+    if (peak > 0) {
+      *what = fmt::format("{} of {} thread{}, measured: the unit its bf16 products run on",
+                          amx ? "AMX tiles (tdpbf16ps)" : "AVX-512-BF16 (vdpbf16ps)", threads, threads == 1 ? "" : "s");
+      return peak;
+    }
   }
   *what = fmt::format("FP32 FMA lanes of {} thread{}, measured", threads, threads == 1 ? "" : "s");
   return measure_fma_peak_gflops(threads, 0.3);

@@ -6,7 +6,9 @@
 // gradient norm and the AdamW update. Reported per combination:
 //   tokens/s     batch × ctx / step seconds (median of the reps; min and max beside it)
 //   GFLOP/s      the step graph's FLOPs (the op table's counts, Σ node_flops) / step seconds
-//   MFU          GFLOP/s ÷ the FP32 peak of the threads used (an FMA loop on all of them)
+//   MFU          GFLOP/s ÷ the peak of the unit the products run on, measured on the threads used:
+//                the FP32 FMA lanes (an FMA loop on all of them), the bf16 unit for a mixed-
+//                precision chain (vdpbf16ps, AMX tiles), the GPU's rate (training_peak_gflops)
 //   products     with profile: the matrix products' FLOPs ÷ the time spent in them, and that
 //                as a share of the peak (the bar the products are held to)
 // The precision column says what the chain computes in: f32, or "mixed: <tier> products <what
@@ -43,7 +45,7 @@ struct TrainBenchResult {
   double tps_median = 0, tps_min = 0, tps_max = 0;
   double step_flops = 0, matmul_flops = 0;
   double gflops = 0, peak_gflops = 0, mfu = 0;
-  std::string peak_source;       // what the peak is: the FP32 FMA lanes of `threads` cores, or the GPU's f32 GEMM
+  std::string peak_source;       // what the peak is (training_peak_gflops): FP32 lanes, the bf16 unit, the GPU
   double optimizer_seconds = 0;  // of the median step: gradient norm + AdamW
   std::string optimizer_on;      // "host", or the tier whose memory holds the weights and moments
   // With profile: where a step's time went, by node kind (largest first), and the products' rate.
@@ -64,8 +66,9 @@ struct TrainBenchReport {
 TrainBenchReport run_train_bench(const TrainBenchOptions& opt);
 
 // The peak a training step's MFU is measured against, for a chain whose first tier is
-// `first_tier`: the FP32 FMA lanes of `threads` cores, or on the cuda tier the GPU's rate in
-// what its products compute in (f32, tf32 or bf16). `what` says which, measured.
+// `first_tier`: the FP32 FMA lanes of `threads` cores; on the amx and avx512bf16 tiers (mixed
+// precision: bf16 products) their bf16 unit's peak (tiles, vdpbf16ps); on the cuda tier the GPU's
+// rate in what its products compute in (f32, tf32 or bf16). `what` says which, measured.
 double training_peak_gflops(const std::string& first_tier, int threads, std::string* what);
 
 }  // namespace strand
