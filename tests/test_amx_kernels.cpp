@@ -23,6 +23,7 @@
 #include "backends/amx/pack.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/threadpool.h"
 #include "backends/naive/naive.h"
 #include "backends/registry.h"
 #include "cli_util.h"
@@ -155,6 +156,47 @@ TEST(AmxPack, Bf16TilesHoldPairsOfConsecutiveK) {
   const amx::PackedBf16 ph = amx::pack_b_bf16(B.to(DType::F16), false);
   const Tensor Bh = B.to(DType::F16).to(DType::F32);
   EXPECT_EQ(ph.tile(0, 0)[2], f32_to_bf16(Bh.ptr<float>()[1]));
+}
+
+// Every element of every tile, for each weight dtype and storage (row-major, transposed,
+// column-major), with whole tiles (the fast path) and edges, packed serially and by a pool
+// (large enough to be split between its threads): the tile holds B[k][n] rounded by the rule.
+TEST(AmxPack, EveryDtypeAndStorageOnWholeAndEdgeTiles) {
+  cpu::ThreadPool pool(2);
+  const int64_t shapes[][2] = {{64, 48}, {96, 33}, {33, 80}, {64, 16 * 600 + 5}};
+  for (const auto& sh : shapes)
+    for (const DType dt : {DType::F32, DType::F16, DType::BF16})
+      for (const int storage : {0, 1, 2}) {  // [K, N]; [N, K] read with trans_b; column-major [K, N]
+        const int64_t K = sh[0], N = sh[1];
+        Rng rng(uint64_t(K * 131 + N * 7 + storage));
+        const Tensor B = random_f32({K, N}, rng).to(dt).to(DType::F32);  // values exact in dt
+        Tensor w;
+        if (storage == 1) {
+          w = Tensor::empty({N, K}, DType::F32);
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t n = 0; n < N; ++n) w.ptr<float>()[n * K + k] = B.ptr<float>()[k * N + n];
+          w = w.to(dt);
+        } else {
+          w = storage == 2 ? B.to_col_major(dt) : B.to(dt);
+        }
+        const bool trans = storage == 1;
+        const amx::PackedBf16 serial = amx::pack_b_bf16(w, trans);
+        const amx::PackedBf16 shared = amx::pack_b_bf16(w, trans, &pool);
+        ASSERT_EQ(serial.bytes(), shared.bytes());
+        EXPECT_EQ(std::memcmp(serial.tiles.as<uint8_t>(), shared.tiles.as<uint8_t>(), serial.bytes()), 0)
+            << K << "x" << N << " " << dtype_name(dt) << " storage " << storage;
+        int64_t wrong = 0;
+        for (int64_t t = 0; t < serial.nt; ++t)
+          for (int64_t kb = 0; kb < serial.kb; ++kb)
+            for (int64_t r = 0; r < 16; ++r)
+              for (int64_t j = 0; j < 16; ++j)
+                for (int64_t h = 0; h < 2; ++h) {
+                  const int64_t k = kb * 32 + 2 * r + h, n = t * 16 + j;
+                  const uint16_t want = k < K && n < N ? f32_to_bf16(B.ptr<float>()[k * N + n]) : 0;
+                  wrong += serial.tile(t, kb)[r * 32 + 2 * j + h] != want;
+                }
+        EXPECT_EQ(wrong, 0) << K << "x" << N << " " << dtype_name(dt) << " storage " << storage;
+      }
 }
 
 TEST(AmxPack, Int8TilesHoldQuadsAndTheBlockScales) {

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "planner/planner.h"
 #include "runtime/runtime.h"
+#include "validate/precision.h"
 
 namespace strand {
 
@@ -199,7 +200,22 @@ std::vector<OpCheck> check_grad_tiers(const OpCase& c, const std::vector<std::sh
     chk.tier = tier->name();
     chk.naive_err = naive_err;
     const bool is_naive = tier->name() == "naive";
-    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * naive_err + floor;
+    // A tier that rounds some node's inputs (bf16 tiles) is held to the naive tier computing
+    // those nodes at the same precision (validate/precision.h), as a model is.
+    std::string rounds;
+    if (!is_naive)
+      for (const Node& nd : v.g.nodes())
+        if (tier->supports(v.g, nd).ok) {
+          const Precision p = tier->precision(v.g, nd);
+          const std::string s = std::string(op_name(nd.op)) + " " + p.summary(input_names(nd.op, nd.inputs.size()));
+          if (!p.exact() && rounds.find(s) == std::string::npos) rounds += (rounds.empty() ? "" : "; ") + s;
+        }
+    if (!rounds.empty()) {
+      bool bar_unwritten = false;
+      chk.naive_err = error(grads_of(std::shared_ptr<Backend>(make_precision_naive(tier))), &bar_unwritten);
+      chk.precision = rounds;
+    }
+    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * chk.naive_err + floor;
     std::vector<Tensor> got;
     try {
       got = is_naive ? naive : grads_of(tier);

@@ -96,7 +96,8 @@ std::vector<Tensor> rounded_inputs(const std::vector<Tensor>& inputs, const Prec
 std::vector<std::string> input_names(OpKind op, size_t n) {
   std::vector<std::string> v;
   switch (op) {
-    case OpKind::MatMul: v = {"a", "b"}; break;
+    case OpKind::MatMul:
+    case OpKind::MatMulAt: v = {"a", "b"}; break;
     case OpKind::Linear: v = {"x", "w", "bias"}; break;
     case OpKind::Attention: v = {"q", "k", "v"}; break;
     default: break;

@@ -125,6 +125,7 @@ class AmxBackend final : public Backend {
   const Node* fusable_producer(const Graph& g, const Node& act) const;
   void product(const Graph& g, const Node& nd, std::vector<Tensor>& values, const Node* act, Tensor& out);
   void attention(const Node& nd, std::vector<Tensor>& values);
+  void weight_gradient(const Graph& g, const Node& nd, std::vector<Tensor>& values);
   std::shared_ptr<PackedWeight> packed(const Graph& g, ValueId id, const Tensor& w, bool trans_b, bool int8);
 
   AmxOptions opt_;
@@ -201,6 +202,17 @@ Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
   switch (n.op) {
     case OpKind::MatMul:
     case OpKind::Linear: return supports_product(g, n);
+    case OpKind::MatMulAt: {  // a weight gradient: aᵀ · b, both activations of the step
+      const Value& a = g.value(n.inputs[0]);
+      const Value& b = g.value(n.inputs[1]);
+      if (a.dtype != DType::F32 || b.dtype != DType::F32) return Verdict::no("a and b must be f32");
+      if (a.shape.size() != 2 || b.shape.size() != 2) return Verdict::no("operands are not matrices");
+      const int64_t M = a.shape[1];
+      if (M < rows_bf16_)
+        return Verdict::no(fmt::format("M = {} rows, below the crossover of {} rows ({})", M, rows_bf16_, cross_.source));
+      return Verdict::yes(fmt::format("bf16 {}: aᵀ and b rounded to bf16 on every run, f32 accumulation",
+                                      bf16_only() ? "tiles on vdpbf16ps" : "tiles (TDPBF16PS)"));
+    }
     case OpKind::Activation: {
       if (g.value(n.inputs[0]).dtype != DType::F32) return Verdict::no("x is not f32");
       const Node* p = fusable_producer(g, n);
@@ -226,7 +238,10 @@ Verdict AmxBackend::supports(const Graph& g, const Node& n) const {
 
 Precision AmxBackend::precision(const Graph& g, const Node& n) const {
   Precision p;
-  if (is_product(n.op)) {
+  if (n.op == OpKind::MatMulAt) {
+    p.inputs = {Rounding::BF16, Rounding::BF16};
+    p.note = "bf16 tiles: both operands rounded to bf16, f32 accumulation";
+  } else if (is_product(n.op)) {
     if (g.value(n.inputs[1]).dtype == DType::Q8) {
       p.inputs = {Rounding::Q8, Rounding::None};
       p.note = "int8 tiles: activations quantized per row in blocks of 32, q8 weights as stored, exact int32 block "
@@ -261,7 +276,7 @@ std::shared_ptr<PackedWeight> AmxBackend::packed(const Graph& g, ValueId id, con
     if (int8)
       p->int8 = std::make_shared<amx::PackedInt8>(amx::pack_b_int8(w, trans_b));
     else
-      p->bf16 = std::make_shared<amx::PackedBf16>(amx::pack_b_bf16(w, trans_b));
+      p->bf16 = std::make_shared<amx::PackedBf16>(amx::pack_b_bf16(w, trans_b, &pool()));
     return p;
   };
   // Only weights are kept (an input changes from call to call), and only with an owner that
@@ -312,6 +327,20 @@ void AmxBackend::product(const Graph& g, const Node& nd, std::vector<Tensor>& va
     amx::matmul_int8(*k_, a.ptr<const float>(), K, M, K, *pw->int8, out.ptr<float>(), N, ep, &pool(), scratch_);
   else
     amx::matmul_bf16(*k_, a.ptr<const float>(), K, M, K, *pw->bf16, out.ptr<float>(), N, ep, &pool(), scratch_);
+}
+
+// out[M, N] = aᵀ · b: a [K, M] packed transposed, b [K, N] (or [N, K] with trans_b) packed per run.
+void AmxBackend::weight_gradient(const Graph& g, const Node& nd, std::vector<Tensor>& values) {
+  const Tensor& a = values[size_t(nd.inputs[0])];
+  const Tensor& b = values[size_t(nd.inputs[1])];
+  Tensor& out = values[size_t(nd.output)];
+  if (a.dtype != DType::F32 || !a.contiguous() || a.rank() != 2)
+    fail("amx: node {}: a must be a contiguous f32 matrix (is {} {})", nd.name, dtype_name(a.dtype), shape_str(a.shape));
+  if (out.dtype != DType::F32 || !out.contiguous()) fail("amx: node {}: the output must be contiguous f32", nd.name);
+  const int64_t K = a.dim(0), M = a.dim(1), N = out.dim(1);
+  if (M == 0 || N == 0) return;
+  const std::shared_ptr<PackedWeight> pb = packed(g, nd.inputs[1], b, nd.attrs.trans_b, false);
+  amx::matmul_bf16(*k_, a.ptr<const float>(), M, M, K, *pb->bf16, out.ptr<float>(), N, {}, &pool(), scratch_, true);
 }
 
 void AmxBackend::attention(const Node& nd, std::vector<Tensor>& values) {
@@ -383,6 +412,7 @@ void AmxBackend::run(const Graph& g, std::span<const NodeId> nodes, std::vector<
         });
         break;
       }
+      case OpKind::MatMulAt: weight_gradient(g, nd, values); break;
       case OpKind::Attention: attention(nd, values); break;
       default:
         fail("amx: node {} ({}) is not a tile operation; the planner should not have placed it here", nd.name,

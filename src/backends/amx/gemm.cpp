@@ -5,6 +5,7 @@
 
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/threadpool.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace strand::amx {
@@ -21,16 +22,45 @@ void check(const char* what, int64_t K, int64_t N, int64_t kb, int64_t bn, int64
 
 }  // namespace
 
+void pack_a_bf16_transposed(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, uint16_t* out, int64_t r0,
+                            int64_t r1) {
+  // In blocks of 16 rows x 64 columns of the output: each row of A read is 16 contiguous floats.
+  for (int64_t m0 = r0; m0 < r1; m0 += 16) {
+    const int64_t m1 = std::min(m0 + 16, r1), mv = std::min(m1, M);
+    for (int64_t k0 = 0; k0 < kp; k0 += 64)
+      for (int64_t k = k0; k < std::min(k0 + 64, kp); ++k) {
+        const float* a = A + k * lda;
+        if (k >= K) {
+          for (int64_t m = m0; m < m1; ++m) out[m * kp + k] = 0;
+          continue;
+        }
+        for (int64_t m = m0; m < mv; ++m) out[m * kp + k] = f32_to_bf16(a[m]);
+        for (int64_t m = mv; m < m1; ++m) out[m * kp + k] = 0;
+      }
+  }
+}
+
 void matmul_bf16(const KernelSet& k, const float* A, int64_t lda, int64_t M, int64_t K, const PackedBf16& B, float* C,
-                 int64_t ldc, const Epilogue& ep, cpu::ThreadPool* pool, GemmScratch& scratch) {
+                 int64_t ldc, const Epilogue& ep, cpu::ThreadPool* pool, GemmScratch& scratch, bool a_trans) {
   const int64_t N = B.N;
-  check("bf16 product", K, N, B.kb, B.N, lda, ldc);
+  if (a_trans) {
+    if (B.kb * kTileDepth < K || B.N != N || lda < M || ldc < N)
+      fail("amx: bf16 product with A transposed: shapes do not fit (K = {}, M = {}, lda = {}, N = {}, ldc = {})", K, M,
+           lda, N, ldc);
+  } else {
+    check("bf16 product", K, N, B.kb, B.N, lda, ldc);
+  }
   if (M == 0 || N == 0) return;
   const int64_t kp = B.kb * kTileDepth, mp = round_up(M, kTileRows);
   scratch.a.resize(size_t(mp * kp) * 2);
   uint16_t* a = scratch.a.as<uint16_t>();
   const int64_t min_rows = std::max<int64_t>(16, kMinMacsPerThread / 16 / std::max<int64_t>(1, 8 * K));
-  cpu::parallel_ranges(pool, mp, 16, min_rows, [&](int64_t r0, int64_t r1) { k.pack_a_bf16(A, lda, M, K, kp, a, r0, r1); });
+  cpu::parallel_ranges(pool, mp, 16, min_rows, [&](int64_t r0, int64_t r1) {
+    if (a_trans)
+      pack_a_bf16_transposed(A, lda, M, K, kp, a, r0, r1);
+    else
+      k.pack_a_bf16(A, lda, M, K, kp, a, r0, r1);
+  });
   GemmBf16Args g;
   g.M = M, g.N = N, g.K = K, g.A = a, g.kp = kp, g.B = &B, g.C = C, g.ldc = ldc, g.ep = ep;
   const int64_t min_units = std::max<int64_t>(1, kMinMacsPerThread / std::max<int64_t>(1, 32 * 32 * K));

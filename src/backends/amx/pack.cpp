@@ -1,8 +1,11 @@
 // strand/backends/amx/pack.cpp — weights into bf16 and int8 tiles (see amx/pack.h).
 #include "backends/amx/pack.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/threadpool.h"
 #include "core/error.h"
 
 namespace strand::amx {
@@ -25,20 +28,55 @@ struct BView {
   DType dtype = DType::F32;
   int64_t K = 0, N = 0;
   bool lines = false;
-
-  uint16_t bf16(int64_t k, int64_t n) const {
-    const int64_t i = lines ? n * K + k : k * N + n;
-    switch (dtype) {
-      case DType::F32: return f32_to_bf16(static_cast<const float*>(data)[i]);
-      case DType::F16: return f32_to_bf16(f16_to_f32(static_cast<const uint16_t*>(data)[i]));
-      case DType::BF16: return static_cast<const uint16_t*>(data)[i];
-      default: break;
-    }
-    fail("amx: a {} weight cannot be packed into bf16 tiles", dtype_name(dtype));
-  }
 };
 
-PackedBf16 pack_view(const BView& b) {
+// Element i of the storage as bf16, per dtype (the rule of core/dtype.h: nearest even).
+struct FromF32 {
+  const float* p;
+  uint16_t operator()(int64_t i) const { return f32_to_bf16(p[i]); }
+};
+struct FromF16 {
+  const uint16_t* p;
+  uint16_t operator()(int64_t i) const { return f32_to_bf16(f16_to_f32(p[i])); }
+};
+struct FromBf16 {
+  const uint16_t* p;
+  uint16_t operator()(int64_t i) const { return p[i]; }
+};
+
+// Column tiles [t0, t1) of the packed B. A whole tile (32 deep, 16 wide) is copied along the
+// storage's contiguous direction without bounds checks; edge tiles check and zero-pad.
+template <class Load>
+void pack_panels(const BView& b, const Load& load, int64_t kb_count, uint16_t* out, int64_t t0, int64_t t1) {
+  const int64_t K = b.K, N = b.N;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t kb = 0; kb < kb_count; ++kb) {
+      uint16_t* tile = out + (t * kb_count + kb) * (kTileBytes / 2);
+      const int64_t k0 = kb * kTileDepth, n0 = t * kTileCols;
+      if (k0 + kTileDepth <= K && n0 + kTileCols <= N) {
+        if (b.lines)  // column n's 32 values of k are consecutive
+          for (int64_t j = 0; j < kTileCols; ++j) {
+            const int64_t src = (n0 + j) * K + k0;
+            for (int64_t k = 0; k < kTileDepth; ++k) tile[(k / 2) * 2 * kTileCols + 2 * j + (k % 2)] = load(src + k);
+          }
+        else  // row k's 16 values of n are consecutive
+          for (int64_t k = 0; k < kTileDepth; ++k) {
+            const int64_t src = (k0 + k) * N + n0;
+            uint16_t* row = tile + (k / 2) * 2 * kTileCols + (k % 2);
+            for (int64_t j = 0; j < kTileCols; ++j) row[2 * j] = load(src + j);
+          }
+        continue;
+      }
+      for (int64_t r = 0; r < kTileDepth / 2; ++r)
+        for (int64_t j = 0; j < kTileCols; ++j)
+          for (int64_t h = 0; h < 2; ++h) {
+            const int64_t k = k0 + 2 * r + h, n = n0 + j;
+            tile[r * 2 * kTileCols + 2 * j + h] = k < K && n < N ? load(b.lines ? n * K + k : k * N + n) : uint16_t(0);
+          }
+    }
+}
+
+PackedBf16 pack_view(const BView& b, cpu::ThreadPool* pool) {
   if (b.dtype != DType::F32 && b.dtype != DType::F16 && b.dtype != DType::BF16)
     fail("amx: a {} weight cannot be packed into bf16 tiles (f32, f16 or bf16)", dtype_name(b.dtype));
   PackedBf16 p;
@@ -48,22 +86,22 @@ PackedBf16 pack_view(const BView& b) {
   p.nt = round_up(b.N, kTileCols) / kTileCols;
   p.tiles.resize(p.bytes());
   uint16_t* out = p.tiles.as<uint16_t>();
-  for (int64_t t = 0; t < p.nt; ++t)
-    for (int64_t kb = 0; kb < p.kb; ++kb) {
-      uint16_t* tile = out + (t * p.kb + kb) * (kTileBytes / 2);
-      for (int64_t r = 0; r < kTileDepth / 2; ++r)
-        for (int64_t j = 0; j < kTileCols; ++j)
-          for (int64_t h = 0; h < 2; ++h) {
-            const int64_t k = kb * kTileDepth + 2 * r + h, n = t * kTileCols + j;
-            tile[r * 2 * kTileCols + 2 * j + h] = k < b.K && n < b.N ? b.bf16(k, n) : uint16_t(0);
-          }
+  auto panels = [&](int64_t t0, int64_t t1) {
+    switch (b.dtype) {
+      case DType::F32: return pack_panels(b, FromF32{static_cast<const float*>(b.data)}, p.kb, out, t0, t1);
+      case DType::F16: return pack_panels(b, FromF16{static_cast<const uint16_t*>(b.data)}, p.kb, out, t0, t1);
+      default: return pack_panels(b, FromBf16{static_cast<const uint16_t*>(b.data)}, p.kb, out, t0, t1);
     }
+  };
+  // Split over the pool from 256 KiB of tiles per thread (below that, waking it costs more).
+  const int64_t min_panels = std::max<int64_t>(1, (int64_t(256) << 10) / std::max<int64_t>(1, p.kb * kTileBytes));
+  cpu::parallel_ranges(pool, p.nt, 1, min_panels, panels);
   return p;
 }
 
 }  // namespace
 
-PackedBf16 pack_b_bf16(const Tensor& w, bool trans_b) {
+PackedBf16 pack_b_bf16(const Tensor& w, bool trans_b, cpu::ThreadPool* pool) {
   if (w.rank() != 2) fail("amx: the weight of a product must be a matrix, not {}", shape_str(w.shape));
   BView b;
   const bool col = w.col_major() && !w.contiguous();
@@ -75,17 +113,17 @@ PackedBf16 pack_b_bf16(const Tensor& w, bool trans_b) {
   // Logical [K, N]: w is [K, N], or [N, K] when trans_b.
   b.K = trans_b ? w.dim(1) : w.dim(0);
   b.N = trans_b ? w.dim(0) : w.dim(1);
-  return pack_view(b);
+  return pack_view(b, pool);
 }
 
-PackedBf16 pack_b_bf16(const void* B, DType dtype, int64_t K, int64_t N, bool trans_b) {
+PackedBf16 pack_b_bf16(const void* B, DType dtype, int64_t K, int64_t N, bool trans_b, cpu::ThreadPool* pool) {
   BView b;
   b.data = B;
   b.dtype = dtype;
   b.K = K;
   b.N = N;
   b.lines = trans_b;
-  return pack_view(b);
+  return pack_view(b, pool);
 }
 
 bool int8_weight_blocked_along_k(const Tensor& w, bool trans_b) {

@@ -22,6 +22,10 @@
 
 #include "core/tensor.h"
 
+namespace strand::cpu {
+class ThreadPool;
+}
+
 namespace strand::amx {
 
 constexpr int64_t kTileRows = 16;    // rows of an A or C tile
@@ -76,15 +80,15 @@ inline int64_t packed_int8_bytes(int64_t K, int64_t N) {
 
 // The weight of a product as the tier receives it: `w` is B [K, N], or [N, K] when trans_b, in
 // f32, f16 or bf16, row-major or column-major (core/tensor.h). Every value is rounded to bf16
-// (nearest even) once, here.
-PackedBf16 pack_b_bf16(const Tensor& w, bool trans_b);
+// (nearest even) once, here; with a pool, its threads share the column panels.
+PackedBf16 pack_b_bf16(const Tensor& w, bool trans_b, cpu::ThreadPool* pool = nullptr);
 
 // A q8 weight blocked along the reduction axis (cpu/quant.h: q8_blocked_along_k): its int8
 // values and block scales as they are, rearranged into tiles.
 PackedInt8 pack_b_int8(const Tensor& w, bool trans_b);
 
 // The same from raw pointers (bench gemm's rungs): B [K, N] (ldb = N) or [N, K] when trans_b.
-PackedBf16 pack_b_bf16(const void* B, DType dtype, int64_t K, int64_t N, bool trans_b);
+PackedBf16 pack_b_bf16(const void* B, DType dtype, int64_t K, int64_t N, bool trans_b, cpu::ThreadPool* pool = nullptr);
 
 // Whether `w` (Q8) is blocked along K for a product with this trans_b.
 bool int8_weight_blocked_along_k(const Tensor& w, bool trans_b);
