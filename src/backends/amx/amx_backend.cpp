@@ -132,7 +132,8 @@ class AmxBackend final : public Backend {
   const KernelSet* k_;
   AmxStatus status_;
   AmxCrossover cross_;
-  int64_t rows_bf16_ = kAmxDefaultMinRows, rows_bf16_w16_ = kAmxDefaultMinRows, rows_int8_ = kAmxDefaultMinRows, attn_min_ = kAmxAttnMinQueries;
+  int64_t rows_bf16_ = kAmxDefaultMinRows, rows_bf16_w16_ = kAmxDefaultMinRows, rows_int8_ = kAmxDefaultMinRows;
+  int64_t attn_min_ = kAmxAttnMinQueries;  // 0: no attention (AmxOptions::min_attention_queries)
 
   std::mutex mu_;  // run() is not re-entrant: the scratch below is shared
   std::map<const void*, std::shared_ptr<PackedWeight>> weights_;
