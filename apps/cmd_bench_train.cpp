@@ -58,28 +58,46 @@ int run_bench_train(const BenchTrainArgs& a) {
   const std::string format = a.json ? "json" : a.format;
   if (format != "md" && format != "csv" && format != "json") fail("--format '{}': use md, csv or json", a.format);
   json_silences_progress(format == "json");
-  json peer;
-  if (!a.peer.empty()) {
-    try {
-      peer = json::parse(read_regular_file(a.peer, "--peer", kMaxJsonConfigBytes));
-    } catch (const json::exception& e) {
-      fail("--peer {}: not valid JSON: {}", a.peer, e.what());
+  // Peers: one file or several (comma-separated), e.g. PyTorch in f32 and in bf16 autocast.
+  json peers = json::array();
+  if (!a.peer.empty())
+    for (const std::string& file : split_on(a.peer, ',')) {
+      if (file.empty()) fail("--peer '{}': an empty file name (files are separated by ',')", a.peer);
+      json peer;
+      try {
+        peer = json::parse(read_regular_file(file, "--peer", kMaxJsonConfigBytes));
+      } catch (const json::exception& e) {
+        fail("--peer {}: not valid JSON: {}", file, e.what());
+      }
+      if (!peer.is_object() || !peer.contains("tokens_per_s") || !peer["tokens_per_s"].is_number())
+        fail("--peer {}: expected an object with \"tokens_per_s\" (tools/bench_train_torch.py writes one)", file);
+      peers.push_back(peer);
     }
-    if (!peer.is_object() || !peer.contains("tokens_per_s") || !peer["tokens_per_s"].is_number())
-      fail("--peer {}: expected an object with \"tokens_per_s\" (tools/bench_train_torch.py writes one)", a.peer);
-  }
   if (::isatty(2)) o.progress = [](const std::string& s) { std::fprintf(stderr, "  [%s]\n", s.c_str()); };
   TrainBenchReport rep = run_train_bench(o);
-  if (!peer.is_null()) {
-    const double theirs = peer["tokens_per_s"].get<double>();
-    for (const auto& r : rep.results)
-      rep.notes.push_back(fmt::format("{} ({} threads): {:.1f} tokens/s = {:.2f}x {} ({:.1f} tokens/s, {})", r.chain, r.threads,
-                                      r.tps_median, r.tps_median / theirs, peer.value("name", std::string("the peer")), theirs,
-                                      peer.value("detail", std::string())));
+  // Each chain against the peer computing in its precision (f32, or bf16 for a mixed-precision
+  // chain), else against the first peer, the note then saying what each computes in.
+  for (const auto& r : rep.results) {
+    if (peers.empty()) break;
+    const std::string want = r.precision.rfind("mixed", 0) == 0 ? "bf16" : "f32";
+    const json* peer = &peers[0];
+    for (const json& p : peers)
+      if (p.value("dtype", std::string("f32")) == want) {
+        peer = &p;
+        break;
+      }
+    const double theirs = (*peer)["tokens_per_s"].get<double>();
+    const std::string theirs_in = peer->value("dtype", std::string("f32"));
+    rep.notes.push_back(fmt::format("{} ({} threads): {:.1f} tokens/s = {:.2f}x {} ({:.1f} tokens/s, {}){}", r.chain,
+                                    r.threads, r.tps_median, r.tps_median / theirs,
+                                    peer->value("name", std::string("the peer")), theirs,
+                                    peer->value("detail", std::string()),
+                                    theirs_in == want ? "" : fmt::format(" — not like for like: {} against the peer's {}", r.precision, theirs_in)));
   }
   if (format == "json") {
     json j = rep.to_json();
-    if (!peer.is_null()) j["peer"] = peer;
+    if (!peers.empty()) j["peer"] = peers[0];
+    if (peers.size() > 1) j["peers"] = peers;
     std::puts(j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
   } else if (format == "csv") {
     std::fputs(rep.csv().c_str(), stdout);
@@ -108,13 +126,16 @@ Command add_bench_train(CLI::App& parent) {
   app->add_flag("--profile", a->profile, "one more step with every node timed: where the time goes, and the products' GFLOP/s");
   app->add_option("-o,--format", a->format, "md, csv or json")->capture_default_str();
   app->add_flag("--json", a->json, "same as --format json");
-  app->add_option("--peer", a->peer, "a peer's measurement to compare with (JSON from tools/bench_train_torch.py)");
+  app->add_option("--peer", a->peer,
+                  "peers' measurements to compare with, comma-separated (JSON from tools/bench_train_torch.py; each "
+                  "chain is set beside the one computing in its precision: f32, or bf16 for mixed precision)");
   app->add_option("--seed", a->seed, "seed of the weights and token ids")->capture_default_str();
   app->footer(
       "A step is what strand train does: forward, loss, backward, gradient norm and AdamW, on random token ids.\n"
       "Examples:\n"
       "  strand bench train --backend cpu -t 1,2 --profile\n"
       "  /usr/bin/python3 tools/bench_train_torch.py --threads 2 > torch.json && strand bench train -t 2 --peer torch.json\n"
+      "  strand bench train -t 2 --backend 'cpu;avx512bf16,cpu' --peer torch.json,torch-bf16.json   # bf16 autocast beside the mixed chain\n"
       "  strand bench train --shape demo --batch 16 --ctx 128");
   return {app, [a]() -> int { return run_bench_train(*a); }};
 }

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/amx/amx.h"
 #include "cli_util.h"
 #include "formats/safetensors.h"
 
@@ -170,4 +171,42 @@ TEST(TrainCli, BadInputIsOneLine) {
   const RunResult r = run_strand({"train", "--resume", (d / "ck").string()});
   EXPECT_TRUE(r.exited && r.exit_code == 1) << r.describe();
   EXPECT_NE(r.err.find("not a strand training state"), std::string::npos) << r.describe();
+}
+
+// bench train with peers: each chain beside the peer computing in its precision (PyTorch in f32
+// for an f32 chain, in bf16 autocast for a mixed-precision one), the note saying when the only
+// peer given computes in another; bad peer files are one line.
+TEST(BenchTrainCli, PeersAreMatchedByPrecision) {
+  ScratchDir d("bench_train");
+  { std::ofstream(d / "f32.json") << R"({"name": "P32", "tokens_per_s": 100, "dtype": "f32", "detail": "d32"})"; }
+  { std::ofstream(d / "bf16.json") << R"({"name": "P16", "tokens_per_s": 200, "dtype": "bf16", "detail": "d16"})"; }
+  { std::ofstream(d / "bad.json") << R"({"name": "no rate"})"; }
+  const bool mixed = strand::avx512bf16_status().usable;
+  const std::vector<std::string> small = {"bench", "train", "--layers", "1", "--embd", "32", "--heads", "2", "--vocab",
+                                          "64", "--batch", "1", "-c", "8", "-r", "1", "--warmup", "0", "-t", "1"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = small;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  const std::string both = (d / "f32.json").string() + "," + (d / "bf16.json").string();
+  const RunResult r = run_strand(with({"--backend", mixed ? "cpu;avx512bf16,cpu" : "cpu", "--peer", both}), 300);
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.describe();
+  EXPECT_NE(r.out.find("cpu (1 threads): "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("x P32 (100.0 tokens/s, d32)\n"), std::string::npos) << r.out;
+  if (mixed) EXPECT_NE(r.out.find("x P16 (200.0 tokens/s, d16)\n"), std::string::npos) << r.out;
+  // Only a bf16 peer for an f32 chain: compared, and said so.
+  const RunResult o = run_strand(with({"--backend", "cpu", "--peer", (d / "bf16.json").string()}), 300);
+  ASSERT_TRUE(o.exited && o.exit_code == 0) << o.describe();
+  EXPECT_NE(o.out.find("x P16 (200.0 tokens/s, d16) — not like for like: f32 against the peer's bf16"), std::string::npos)
+      << o.out;
+  for (const auto& [peer, message] : std::vector<std::pair<std::string, std::string>>{
+           {(d / "f32.json").string() + ",", "an empty file name"},
+           {(d / "missing.json").string(), "missing.json"},
+           {(d / "bad.json").string(), "expected an object with \"tokens_per_s\""}}) {
+    const RunResult b = run_strand(with({"--backend", "cpu", "--peer", peer}));
+    EXPECT_TRUE(b.exited && b.exit_code == 1) << b.describe();
+    EXPECT_NE(b.err.find(message), std::string::npos) << b.describe();
+    EXPECT_EQ(std::count(b.err.begin(), b.err.end(), '\n'), 1) << b.describe();
+  }
 }
