@@ -2,17 +2,21 @@
 //
 // What it takes (supports()):
 //   matmul, linear   from a crossover in rows M that `strand devices` measures against the cpu
-//                    tier (cached; kAmxDefaultMinRows without a measurement): decode stays below.
+//                    tier, per weight kind (cached; kAmxDefaultMinRows without a measurement):
+//                    decode stays below.
 //                    f32/f16/bf16 weights: bf16 tiles (TDPBF16PS); q8 weights blocked along K:
 //                    int8 tiles (TDPBSSD) with the weights' block scales, activations quantized
 //                    per row in blocks of 32 on the fly. f32 accumulation; bias, and a following
 //                    activation (GELU), in the tile epilogue.
+//   matmul_at        the weight gradients of a training step (aᵀ · b: a packed transposed, b
+//                    packed per run), bf16 tiles.
 //   activation       only right after a product it runs (fused into that product's epilogue).
 //   attention        prefill (at least kAmxAttnMinQueries queries): flash-attention style on
-//                    tiles, bf16 Q·Kᵀ and P·V, f32 online softmax, causal.
+//                    tiles, bf16 Q·Kᵀ and P·V, f32 online softmax, causal. Not on AVX-512-BF16
+//                    unless asked (AmxOptions::min_attention_queries): the cpu tier is faster.
 // Weights are converted once, at their first use, into the tile layout (amx/pack.h) and kept
-// for as long as the weight tensor lives: they must not change in place meanwhile, so graphs
-// with a loss (training and evaluation steps, whose optimizer updates the weights) are declined.
+// for as long as the weight tensor lives; in a graph with a loss (a training or evaluation
+// step, whose optimizer updates the weights in place) they are packed again on every run.
 //
 // Precision (Backend::precision, core/rounding.h): the bf16 path rounds activations and
 // weights to bf16; the int8 path quantizes activations as Rounding::Q8; attention rounds q, k,
@@ -24,7 +28,8 @@
 // everywhere and validate can run the whole tier where there is no AMX. And the bf16 kernels
 // run on AVX-512-BF16 as a tier of their own, `avx512bf16` (AmxUnit::Avx512Bf16), which a
 // user names to get bf16 products on a CPU without AMX (the registry lists it; it joins no
-// default chain, since it changes what is computed for a smaller gain).
+// default chain, since it changes what is computed). Its products have a register-blocked
+// kernel of their own (amx/kernels_avx512bf16.cpp), bit for bit the tile layer's results.
 #pragma once
 
 #include <cstdint>
