@@ -119,6 +119,36 @@ struct Poisoned {
   }
 };
 
+// A bf16 product on random inputs: A [M, K], B [K, N] and a bias, B packed into tiles and A
+// packed by the kernel set under test; args() points a GemmBf16Args at them and at C.
+struct Bf16Case {
+  int64_t M, K, N;
+  Tensor A, B, bias;
+  amx::PackedBf16 pb;
+  int64_t kp;
+  std::vector<uint16_t> ap;
+  Bf16Case(const amx::KernelSet& k, int64_t M_, int64_t K_, int64_t N_, Rng& rng)
+      : M(M_), K(K_), N(N_), A(random_f32({M, K}, rng)), B(random_f32({K, N}, rng)), bias(random_f32({N}, rng)),
+        pb(amx::pack_b_bf16(B, false)), kp(amx::round_up(K, 32)), ap(size_t(amx::round_up(M, 16) * kp)) {
+    k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, amx::round_up(M, 16));
+  }
+  amx::GemmBf16Args args(Poisoned& C, bool with_bias) const {
+    amx::GemmBf16Args g;
+    g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.C = C.c.data(), g.ldc = C.ldc;
+    if (with_bias) g.ep.bias = bias.ptr<float>();
+    return g;
+  }
+  // C against float64 on the bf16-rounded inputs (the bias as given).
+  ProductCheck check(const Poisoned& C, bool with_bias) const {
+    std::vector<double> a(size_t(M * K)), b(size_t(K * N)), bs;
+    for (int64_t i = 0; i < M * K; ++i) a[size_t(i)] = bf16_value(A.ptr<float>()[i]);
+    for (int64_t i = 0; i < K * N; ++i) b[size_t(i)] = bf16_value(B.ptr<float>()[i]);
+    if (with_bias)
+      for (int64_t j = 0; j < N; ++j) bs.push_back(bias.ptr<float>()[j]);
+    return check_product(a, b, bs, M, K, N, C.c.data(), C.ldc);
+  }
+};
+
 const int64_t kShapes[][3] = {{1, 1, 1}, {1, 40, 20}, {17, 33, 15}, {16, 32, 16}, {33, 64, 47}, {50, 100, 70}, {31, 95, 33}};
 
 }  // namespace
@@ -280,25 +310,14 @@ TEST(AmxKernels, Bf16GemmEveryTailAgainstFloat64OnRoundedInputs) {
     for (const auto& sh : kShapes) {
       const int64_t M = sh[0], K = sh[1], N = sh[2];
       Rng rng(seed * 1000 + uint64_t(M * 7 + K * 3 + N));
-      const Tensor A = random_f32({M, K}, rng), B = random_f32({K, N}, rng), bias = random_f32({N}, rng);
-      const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
-      const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16);
-      std::vector<uint16_t> ap(size_t(mp * kp));
-      k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, mp);
+      const Bf16Case bc(k, M, K, N, rng);
       for (bool with_bias : {false, true}) {
         Poisoned C(M, N);
-        amx::GemmBf16Args g;
-        g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.C = C.c.data(), g.ldc = C.ldc;
-        if (with_bias) g.ep.bias = bias.ptr<float>();
+        const amx::GemmBf16Args g = bc.args(C, with_bias);
         const int64_t units = amx::gemm_units(M, N);
         k.gemm_bf16(g, 0, units / 2);  // two ranges, as two threads would take them
         k.gemm_bf16(g, units / 2, units);
-        std::vector<double> a(size_t(M * K)), b(size_t(K * N)), bs;
-        for (int64_t i = 0; i < M * K; ++i) a[size_t(i)] = bf16_value(A.ptr<float>()[i]);
-        for (int64_t i = 0; i < K * N; ++i) b[size_t(i)] = bf16_value(B.ptr<float>()[i]);
-        if (with_bias)
-          for (int64_t j = 0; j < N; ++j) bs.push_back(bias.ptr<float>()[j]);
-        const ProductCheck pc = check_product(a, b, bs, M, K, N, C.c.data(), C.ldc);
+        const ProductCheck pc = bc.check(C, with_bias);
         EXPECT_TRUE(pc.pass()) << fmt::format("bf16 {}x{}x{}{}: err {:.3g} > 2 x naive {:.3g} (unwritten {}) STRAND_SEED={}",
                                               M, K, N, with_bias ? " +bias" : "", pc.err, pc.naive_err, pc.unwritten, seed);
         EXPECT_TRUE(C.gap_untouched(M, N)) << "wrote past column N";
@@ -795,23 +814,13 @@ TEST(Avx512Bf16, GemmEveryTailAgainstFloat64OnRoundedInputs) {
     for (const auto& sh : kShapes) {
       const int64_t M = sh[0], K = sh[1], N = sh[2];
       Rng rng(seed * 3000 + uint64_t(M * 7 + K * 3 + N));
-      const Tensor A = random_f32({M, K}, rng), B = random_f32({K, N}, rng), bias = random_f32({N}, rng);
-      const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
-      const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16);
-      std::vector<uint16_t> ap(size_t(mp * kp));
-      k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, mp);
+      const Bf16Case bc(k, M, K, N, rng);
       Poisoned C(M, N);
-      amx::GemmBf16Args g;
-      g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.C = C.c.data(), g.ldc = C.ldc;
-      g.ep.bias = bias.ptr<float>();
+      const amx::GemmBf16Args g = bc.args(C, true);
       const int64_t units = amx::gemm_units(M, N);
       k.gemm_bf16(g, 0, units / 2);
       k.gemm_bf16(g, units / 2, units);
-      std::vector<double> a(size_t(M * K)), b(size_t(K * N)), bs;
-      for (int64_t i = 0; i < M * K; ++i) a[size_t(i)] = bf16_value(A.ptr<float>()[i]);
-      for (int64_t i = 0; i < K * N; ++i) b[size_t(i)] = bf16_value(B.ptr<float>()[i]);
-      for (int64_t j = 0; j < N; ++j) bs.push_back(bias.ptr<float>()[j]);
-      const ProductCheck pc = check_product(a, b, bs, M, K, N, C.c.data(), C.ldc);
+      const ProductCheck pc = bc.check(C, true);
       EXPECT_TRUE(pc.pass()) << fmt::format("vdpbf16ps {}x{}x{}: err {:.3g} > 2 x naive {:.3g} (unwritten {}) STRAND_SEED={}",
                                             M, K, N, pc.err, pc.naive_err, pc.unwritten, seed);
       EXPECT_TRUE(C.gap_untouched(M, N)) << "wrote past column N";
@@ -834,22 +843,15 @@ TEST(Avx512Bf16, ProductKernelEqualsTheTileLayerBitForBit) {
       for (const bool act : {false, true}) {
         const int64_t M = sh[0], K = sh[1], N = sh[2];
         Rng rng(seed * 5000 + uint64_t(M * 7 + K * 3 + N));
-        const Tensor A = random_f32({M, K}, rng), B = random_f32({K, N}, rng), bias = random_f32({N}, rng);
-        const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
-        const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16);
-        std::vector<uint16_t> ap(size_t(mp * kp));
-        k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, ap.data(), 0, mp);
+        const Bf16Case bc(k, M, K, N, rng);
         Poisoned C1(M, N), C2(M, N);
-        amx::GemmBf16Args g;
-        g.M = M, g.N = N, g.K = K, g.A = ap.data(), g.kp = kp, g.B = &pb, g.ldc = C1.ldc;
-        g.ep.bias = bias.ptr<float>();
+        amx::GemmBf16Args g = bc.args(C1, true);
         g.ep.has_act = act;
         g.ep.act = Act::Relu;
         g.ep.act_fn = [](const float* x, int64_t n, Act, float* out) {
           for (int64_t i = 0; i < n; ++i) out[i] = x[i] > 0 ? x[i] : 0.0f;
         };
         const int64_t units = amx::gemm_units(M, N), cut = units / 3;
-        g.C = C1.c.data();
         k.gemm_bf16(g, 0, cut);
         k.gemm_bf16(g, cut, units);
         g.C = C2.c.data();
