@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "backends/amx/amx.h"
+#include "backends/amx/gemm.h"
 #include "backends/amx/kernels.h"
 #include "backends/amx/pack.h"
 #include "backends/cpu/cpu.h"
@@ -323,6 +324,35 @@ TEST(AmxKernels, Bf16GemmEveryTailAgainstFloat64OnRoundedInputs) {
         EXPECT_TRUE(C.gap_untouched(M, N)) << "wrote past column N";
       }
     }
+}
+
+// The weight gradient's A is given transposed ([K, M]) and packed as the transpose: the same
+// bytes as pack_a_bf16 of the explicit transpose, however the rows are split between calls, and
+// so the same product bit for bit.
+TEST(AmxKernels, TransposedAPacksAsTheTransposeAndMultipliesAlike) {
+  const amx::KernelSet& k = amx::model_kernels();
+  cpu::ThreadPool pool(2);
+  const int64_t N = 19;
+  for (const auto& [M, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {17, 33}, {40, 70}, {600, 40}}) {
+    Rng rng(uint64_t(M * 31 + K));
+    const Tensor At = random_f32({K, M}, rng), B = random_f32({K, N}, rng);
+    Tensor A = Tensor::empty({M, K}, DType::F32);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < K; ++j) A.ptr<float>()[i * K + j] = At.ptr<float>()[j * M + i];
+    const int64_t kp = amx::round_up(K, 32), mp = amx::round_up(M, 16), cut = mp / 32 * 16;
+    std::vector<uint16_t> want(size_t(mp * kp), 0xffff), got(size_t(mp * kp), 0xffff);
+    k.pack_a_bf16(A.ptr<float>(), K, M, K, kp, want.data(), 0, mp);
+    amx::pack_a_bf16_transposed(At.ptr<float>(), M, M, K, kp, got.data(), 0, cut);
+    amx::pack_a_bf16_transposed(At.ptr<float>(), M, M, K, kp, got.data(), cut, mp);
+    EXPECT_EQ(got, want) << M << "x" << K;
+    const amx::PackedBf16 pb = amx::pack_b_bf16(B, false);
+    amx::GemmScratch s1, s2;
+    Poisoned C1(M, N), C2(M, N);
+    amx::matmul_bf16(k, At.ptr<float>(), M, M, K, pb, C1.c.data(), C1.ldc, {}, &pool, s1, true);
+    amx::matmul_bf16(k, A.ptr<float>(), K, M, K, pb, C2.c.data(), C2.ldc, {}, &pool, s2);
+    EXPECT_EQ(std::memcmp(C1.c.data(), C2.c.data(), C1.c.size() * 4), 0) << M << "x" << K;
+    EXPECT_TRUE(C1.gap_untouched(M, N));
+  }
 }
 
 TEST(AmxKernels, Int8GemmKeepsTheBlockScales) {
@@ -830,7 +860,7 @@ TEST(Avx512Bf16, GemmEveryTailAgainstFloat64OnRoundedInputs) {
 // The product kernel keeps blocks of C in registers; the tile layer runs the amx tier's tile
 // kernel with each accumulator tile in memory. Both issue the same vdpbf16ps lane by lane, so
 // the results must be equal bit for bit, on every tail of rows (blocks of 8 inside units of 32),
-// columns (one or two tiles of 16) and K, with units split anywhere between threads.
+// columns (one or two tiles of 16) and K, with the units split between two calls.
 TEST(Avx512Bf16, ProductKernelEqualsTheTileLayerBitForBit) {
   STRAND_SKIP_UNLESS_AVX512BF16();
   const amx::KernelSet& k = *amx::avx512bf16_kernels();

@@ -177,13 +177,14 @@ TEST(TrainCli, BadInputIsOneLine) {
 // for an f32 chain, in bf16 autocast for a mixed-precision one), the note saying when the only
 // peer given computes in another; bad peer files are one line.
 TEST(BenchTrainCli, PeersAreMatchedByPrecision) {
+  TempCacheDir cache;  // the built-in crossover (32 rows): 4 x 8 rows and 32 channels reach it
   ScratchDir d("bench_train");
   { std::ofstream(d / "f32.json") << R"({"name": "P32", "tokens_per_s": 100, "dtype": "f32", "detail": "d32"})"; }
   { std::ofstream(d / "bf16.json") << R"({"name": "P16", "tokens_per_s": 200, "dtype": "bf16", "detail": "d16"})"; }
   { std::ofstream(d / "bad.json") << R"({"name": "no rate"})"; }
   const bool mixed = strand::avx512bf16_status().usable;
   const std::vector<std::string> small = {"bench", "train", "--layers", "1", "--embd", "32", "--heads", "2", "--vocab",
-                                          "64", "--batch", "1", "-c", "8", "-r", "1", "--warmup", "0", "-t", "1"};
+                                          "64", "--batch", "4", "-c", "8", "-r", "1", "--warmup", "0", "-t", "1"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = small;
     a.insert(a.end(), extra.begin(), extra.end());

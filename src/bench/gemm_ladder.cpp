@@ -543,7 +543,8 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
     const bool cold_b = sh.M <= cpu::kGemvMaxRows;
     auto elem_bytes = [&](const Rung& r) { return b_read_bytes_per_elem(r, opt.b_dtype); };
     double min_elem = 4.0;
-    for (const Rung& r : rungs) min_elem = std::min(min_elem, elem_bytes(r));
+    for (const Rung& r : rungs)
+      if (r.available) min_elem = std::min(min_elem, elem_bytes(r));
     const double elems = double(B0.size());
     const int copies = cold_b ? cold_b_copies(elems, min_elem, l3) : 1;
     std::vector<std::vector<float>> Bf(size_t(copies), B0);
@@ -600,7 +601,6 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
       };
       std::vector<double> times;
       try {
-        const auto cell_t0 = Clock::now();
         int rep = next_copy;
         // A rung that packs B packs every copy first (untimed, as weights are packed at load),
         // in the order they are read: the first one read is the one packed longest ago, which
@@ -610,6 +610,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
             p.B = b_of(rep + c);
             r.prepare(p);
           }
+        const auto cell_t0 = Clock::now();  // the cell's time budget starts after the packing
         if (predicted < 0.5) {  // warm-up (caches, page faults, thread wake-up); not timed
           p.B = b_of(rep++);
           r.run(p);

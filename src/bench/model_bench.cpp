@@ -9,6 +9,7 @@
 #include <memory>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "backends/cpu/threadpool.h"
 #include "backends/registry.h"
@@ -586,20 +587,21 @@ std::string ModelBenchReport::markdown() const {
                      weights_as_run_bytes ? double(load_peak_rss_bytes) / double(weights_as_run_bytes) : 0.0,
                      human_bytes(weights_as_run_bytes));
   // Per weight dtype; a chain whose tier packs the weights reads other bytes: named beside them.
-  std::map<std::string, std::vector<std::pair<double, std::string>>> bytes;
+  std::map<std::string, std::vector<std::pair<double, std::vector<std::string>>>> bytes;
   for (const auto& r : results) {
     if (r.bytes_per_token <= 0) continue;
     auto& v = bytes[r.weights];
     auto same = [&](const auto& x) { return std::abs(x.first - r.bytes_per_token) < 0.05e6; };  // as printed
-    if (auto it = std::find_if(v.begin(), v.end(), same); it == v.end()) v.push_back({r.bytes_per_token, r.chain});
-    else if (it->second.find(r.chain) == std::string::npos) it->second += ", " + r.chain;
+    auto it = std::find_if(v.begin(), v.end(), same);
+    if (it == v.end()) it = v.insert(v.end(), {r.bytes_per_token, {}});
+    if (std::find(it->second.begin(), it->second.end(), r.chain) == it->second.end()) it->second.push_back(r.chain);
   }
   if (!bytes.empty()) {
     std::string b;
     for (const auto& [w, v] : bytes)
       for (size_t k = 0; k < v.size(); ++k)
         b += fmt::format("{}{} {:.1f} MB{}", b.empty() ? "" : "; ", w, v[k].first / 1e6,
-                         v.size() > 1 ? " (" + v[k].second + ")" : "");
+                         v.size() > 1 ? fmt::format(" ({})", fmt::join(v[k].second, "; ")) : "");
     s += "weight bytes per decode token: " + b + "\n";
   }
   s += "\n| backend | threads | weights | test | t/s (min-max) | cold t/s | GFLOP/s | % peak | GB/s | bw GB/s | % bw |\n";

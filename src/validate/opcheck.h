@@ -63,8 +63,12 @@ struct OpCheck {
   bool supported = true;   // false: the tier declined the case (nothing ran; pass is false)
   std::string reason;      // the tier's supports() reason, or the error it threw while running
   // What the tier rounds (Backend::precision, e.g. "a bf16, b bf16"); "" when it computes on
-  // the inputs as given. err, naive_err and tolerance are then measured against the float64
-  // reference on inputs rounded that way, naive_err being the naive tier's at that precision.
+  // the inputs as given. For an op, err, naive_err and tolerance are then measured against the
+  // float64 reference on inputs rounded that way, naive_err being the naive tier's at that
+  // precision. For a gradient graph (gradcheck.h) the reference is the float64 gradient of the
+  // inputs as given and naive_err the naive tier's with every node the tier takes computed at
+  // its precision (as for models); precision then lists those nodes ("matmul a bf16, b bf16;
+  // matmul_at a bf16, b bf16").
   std::string precision;
 };
 

@@ -90,8 +90,8 @@ class AmxBackend final : public Backend {
     switch (opt_.unit) {
       case AmxUnit::Model: return "Intel AMX kernels on a C++ model of the tile instructions (no AMX used: tests, slow)";
       case AmxUnit::Avx512Bf16:
-        return "the amx tier's bf16 kernels on AVX-512-BF16 (vdpbf16ps): bf16 products and prefill attention, f32 "
-               "accumulation; only when named";
+        return "the amx tier's bf16 layouts on AVX-512-BF16 (vdpbf16ps): bf16 products and weight gradients, f32 "
+               "accumulation (prefill attention only when asked); only when named";
       case AmxUnit::Tiles: break;
     }
     return "Intel AMX tiles: bf16/int8 matrix products and prefill attention, f32 accumulation";
@@ -453,6 +453,9 @@ AmxCrossover amx_crossover_for(int threads, const std::string& tier) {
     c.source = fmt::format("measured, cache {}", cached.path);
   else if (!cached.warning.empty())
     c.source = "built-in default; " + cached.warning;
+  if (cached.bf16 > 0 && cached.bf16_w16 <= 0)
+    c.source += fmt::format("; f16/bf16 weights: the default of {} rows (a cache from before that path was measured: "
+                            "`strand devices --refresh` measures it)", kAmxDefaultMinRows);
   else
     c.source = "built-in default; `strand devices` measures it";
   return c;

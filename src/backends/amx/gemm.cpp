@@ -29,11 +29,11 @@ void pack_a_bf16_transposed(const float* A, int64_t lda, int64_t M, int64_t K, i
     const int64_t m1 = std::min(m0 + 16, r1), mv = std::min(m1, M);
     for (int64_t k0 = 0; k0 < kp; k0 += 64)
       for (int64_t k = k0; k < std::min(k0 + 64, kp); ++k) {
-        const float* a = A + k * lda;
         if (k >= K) {
           for (int64_t m = m0; m < m1; ++m) out[m * kp + k] = 0;
           continue;
         }
+        const float* a = A + k * lda;
         for (int64_t m = m0; m < mv; ++m) out[m * kp + k] = f32_to_bf16(a[m]);
         for (int64_t m = mv; m < m1; ++m) out[m * kp + k] = 0;
       }
@@ -44,7 +44,7 @@ void matmul_bf16(const KernelSet& k, const float* A, int64_t lda, int64_t M, int
                  int64_t ldc, const Epilogue& ep, cpu::ThreadPool* pool, GemmScratch& scratch, bool a_trans) {
   const int64_t N = B.N;
   if (a_trans) {
-    if (B.kb * kTileDepth < K || B.N != N || lda < M || ldc < N)
+    if (B.K != K || lda < M || ldc < N)
       fail("amx: bf16 product with A transposed: shapes do not fit (K = {}, M = {}, lda = {}, N = {}, ldc = {})", K, M,
            lda, N, ldc);
   } else {

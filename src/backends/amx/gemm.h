@@ -28,7 +28,8 @@ struct GemmScratch {
 void matmul_bf16(const KernelSet& k, const float* A, int64_t lda, int64_t M, int64_t K, const PackedBf16& B, float* C,
                  int64_t ldc, const Epilogue& ep, cpu::ThreadPool* pool, GemmScratch& scratch, bool a_trans = false);
 // Rows [r0, r1) of the packed bf16 A ([Mp, kp], as pack_a_bf16 writes it) from A given as
-// [K, M]: row m holds column m of A, rounded to bf16 (nearest even); rows >= M and columns >= K zero.
+// [K, M]: row m holds column m of A, rounded to bf16 (nearest even); rows >= M and columns >= K
+// zero. r0 is a multiple of 16 (the row tiles), r1 one too or Mp.
 void pack_a_bf16_transposed(const float* A, int64_t lda, int64_t M, int64_t K, int64_t kp, uint16_t* out, int64_t r0,
                             int64_t r1);
 void matmul_int8(const KernelSet& k, const float* A, int64_t lda, int64_t M, int64_t K, const PackedInt8& B, float* C,
