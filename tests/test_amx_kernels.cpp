@@ -496,6 +496,7 @@ TEST(AmxTier, CrossoversPerWeightKindComeFromTheDeviceCache) {
   for (const char* tier : {"avx512bf16", "amx"}) {
     const AmxCrossover c = amx_crossover_for(r.threads, tier);
     EXPECT_TRUE(c.measured) << c.source;
+    EXPECT_EQ(c.source.rfind("measured, cache ", 0), 0u) << c.source;
     EXPECT_EQ(c.rows_bf16, 1) << tier;
     EXPECT_EQ(c.rows_bf16_w16, 64) << tier;
     EXPECT_EQ(c.rows_int8, 8) << tier;
@@ -520,6 +521,13 @@ TEST(AmxTier, CrossoversPerWeightKindComeFromTheDeviceCache) {
   const AmxCrossover old = amx_crossover_for(r.threads, "avx512bf16");
   EXPECT_EQ(old.rows_bf16, 1);
   EXPECT_EQ(old.rows_bf16_w16, kAmxDefaultMinRows);
+  EXPECT_EQ(old.source.rfind("measured, cache ", 0), 0u) << old.source;
+  EXPECT_NE(old.source.find("f16/bf16 weights: the default of 32 rows"), std::string::npos) << old.source;
+  // No cache at all: the default, saying so.
+  std::filesystem::remove(cache.file());
+  const AmxCrossover none = amx_crossover_for(r.threads, "avx512bf16");
+  EXPECT_FALSE(none.measured);
+  EXPECT_EQ(none.source, "built-in default; `strand devices` measures it");
 }
 
 TEST(AmxTier, TakesProductsFromTheCrossoverAndPrefillAttention) {

@@ -453,11 +453,11 @@ AmxCrossover amx_crossover_for(int threads, const std::string& tier) {
     c.source = fmt::format("measured, cache {}", cached.path);
   else if (!cached.warning.empty())
     c.source = "built-in default; " + cached.warning;
+  else
+    c.source = "built-in default; `strand devices` measures it";
   if (cached.bf16 > 0 && cached.bf16_w16 <= 0)
     c.source += fmt::format("; f16/bf16 weights: the default of {} rows (a cache from before that path was measured: "
                             "`strand devices --refresh` measures it)", kAmxDefaultMinRows);
-  else
-    c.source = "built-in default; `strand devices` measures it";
   return c;
 }
 
