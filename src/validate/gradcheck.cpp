@@ -166,12 +166,13 @@ std::vector<OpCheck> check_grad_tiers(const OpCase& c, const std::vector<std::sh
     }
     return checks;
   }
-  auto grads_of = [&](const std::shared_ptr<Backend>& b) {
-    const std::vector<Tensor> vals = run(v, make_plan(v.g, {b}, true), b->activation_dtype(), v.inputs);
+  auto grads_planned = [&](const Plan& plan, const Backend& b) {
+    const std::vector<Tensor> vals = run(v, plan, b.activation_dtype(), v.inputs);
     std::vector<Tensor> out;
     for (ValueId gv : v.grads) out.push_back(gv >= 0 ? vals[size_t(gv)].to(DType::F64) : Tensor{});
     return out;
   };
+  auto grads_of = [&](const std::shared_ptr<Backend>& b) { return grads_planned(make_plan(v.g, {b}, true), *b); };
   const std::vector<Tensor> ref = grads_of(std::shared_ptr<Backend>(make_reference_backend()));
   const std::vector<Tensor> naive = grads_of(std::shared_ptr<Backend>(make_naive_backend()));
   // Error over every gradient: max |y - r| / max |r|, per input, the largest.
@@ -200,32 +201,27 @@ std::vector<OpCheck> check_grad_tiers(const OpCase& c, const std::vector<std::sh
     chk.tier = tier->name();
     chk.naive_err = naive_err;
     const bool is_naive = tier->name() == "naive";
-    // A tier that rounds some node's inputs (bf16 tiles) is held to the naive tier computing
-    // those nodes at the same precision (validate/precision.h), as a model is.
-    std::string rounds;
-    if (!is_naive)
-      for (const Node& nd : v.g.nodes())
-        if (tier->supports(v.g, nd).ok) {
-          const Precision p = tier->precision(v.g, nd);
-          const std::string s = std::string(op_name(nd.op)) + " " + p.summary(input_names(nd.op, nd.inputs.size()));
-          if (!p.exact() && rounds.find(s) == std::string::npos) rounds += (rounds.empty() ? "" : "; ") + s;
-        }
-    if (!rounds.empty()) {
-      chk.precision = rounds;
-      try {
-        bool bar_unwritten = false;
-        chk.naive_err = error(grads_of(std::shared_ptr<Backend>(make_precision_naive(tier))), &bar_unwritten);
-      } catch (const Error& e) {
-        chk.reason = std::string("the naive tier at this tier's precision could not run it: ") + e.what();
-        chk.err = std::numeric_limits<double>::infinity();
-        checks.push_back(std::move(chk));
-        continue;
-      }
-    }
-    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * chk.naive_err + floor;
+    chk.tolerance = is_naive ? kNaiveF32Bound : 2.0 * naive_err + floor;
     std::vector<Tensor> got;
     try {
-      got = is_naive ? naive : grads_of(tier);
+      if (is_naive) {
+        got = naive;
+      } else {
+        const Plan plan = make_plan(v.g, {tier}, true);  // a node it declines: "--no-fallback ...", below
+        // A tier that rounds some node's inputs (bf16 tiles) is held to the naive tier computing
+        // those nodes at the same precision (validate/precision.h), as a model is.
+        chk.precision = plan_precision(v.g, plan, *tier);
+        if (!chk.precision.empty()) {
+          try {
+            bool bar_unwritten = false;
+            chk.naive_err = error(grads_of(std::shared_ptr<Backend>(make_precision_naive(tier))), &bar_unwritten);
+            chk.tolerance = 2.0 * chk.naive_err + floor;
+          } catch (const Error& e) {
+            fail("the naive tier at this tier's precision could not run it: {}", e.what());
+          }
+        }
+        got = grads_planned(plan, *tier);
+      }
     } catch (const Error& e) {
       // A tier that declines a node is not a failure; one that throws while running is.
       const std::string what = e.what();

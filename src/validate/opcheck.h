@@ -67,8 +67,8 @@ struct OpCheck {
   // float64 reference on inputs rounded that way, naive_err being the naive tier's at that
   // precision. For a gradient graph (gradcheck.h) the reference is the float64 gradient of the
   // inputs as given and naive_err the naive tier's with every node the tier takes computed at
-  // its precision (as for models); precision then lists those nodes ("matmul a bf16, b bf16;
-  // matmul_at a bf16, b bf16").
+  // its precision (as for models); precision then lists those nodes by op (plan_precision:
+  // "matmul: a bf16, b bf16; matmul_at: a bf16, b bf16").
   std::string precision;
 };
 

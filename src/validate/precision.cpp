@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "backends/naive/naive.h"
 #include "core/error.h"
 #include "core/rounding.h"
@@ -105,6 +107,26 @@ std::vector<std::string> input_names(OpKind op, size_t n) {
   if (v.empty() && n == 1) v = {"x"};
   for (size_t i = v.size(); i < n; ++i) v.push_back("in" + std::to_string(i));
   return v;
+}
+
+std::string plan_precision(const Graph& g, const Plan& plan, const Backend& tier) {
+  std::vector<std::pair<std::string, std::string>> seen;  // op, summary
+  for (NodeId n = 0; n < NodeId(g.nodes().size()); ++n) {
+    if (plan.placement[size_t(n)].tier != 0) continue;
+    const Node& nd = g.node(n);
+    const Precision p = tier.precision(g, nd);
+    if (p.exact()) continue;
+    const std::string op(op_name(nd.op));
+    const std::string sum = p.summary(input_names(nd.op, nd.inputs.size()));
+    if (std::none_of(seen.begin(), seen.end(), [&](const auto& x) { return x.first == op && x.second == sum; }))
+      seen.push_back({op, sum});
+  }
+  std::string s;
+  for (const auto& [op, sum] : seen) {
+    if (!s.empty()) s += "; ";
+    s += fmt::format("{}: {}", op, sum);
+  }
+  return s;
 }
 
 }  // namespace strand

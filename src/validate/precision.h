@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "planner/planner.h"
 
 namespace strand {
 
@@ -36,6 +37,10 @@ std::unique_ptr<Backend> make_precision_naive(const std::shared_ptr<Backend>& ti
 // `inputs` as a tier at precision `p` computes with them (core/rounding.h: round_to_f64, f64
 // tensors); inputs it does not round are returned as they are.
 std::vector<Tensor> rounded_inputs(const std::vector<Tensor>& inputs, const Precision& p);
+
+// What `tier` rounds where `plan` places nodes on it (its first tier), by op: "matmul: a bf16,
+// b bf16; attention: q bf16, k bf16, v bf16; P bf16" ("" when nothing).
+std::string plan_precision(const Graph& g, const Plan& plan, const Backend& tier);
 
 // Names of an op's inputs for precision summaries: matmul a, b; linear x, w, bias; attention
 // q, k, v; others x or in0, in1, ...

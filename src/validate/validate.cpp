@@ -146,28 +146,6 @@ struct Step {
   double margin = 0, scale = 1;  // the reference's logit gap between the two tokens; its row scale
 };
 
-// What `tier` rounds in a planned graph, by op: "matmul/linear a bf16, b bf16; attention q, k,
-// v bf16; P bf16" ("" when nothing).
-std::string plan_precision(const Graph& g, const Plan& plan, const Backend& tier) {
-  std::vector<std::pair<std::string, std::string>> seen;  // op, summary
-  for (NodeId n = 0; n < NodeId(g.nodes().size()); ++n) {
-    if (plan.placement[size_t(n)].tier != 0) continue;
-    const Node& nd = g.node(n);
-    const Precision p = tier.precision(g, nd);
-    if (p.exact()) continue;
-    const std::string op(op_name(nd.op));
-    const std::string sum = p.summary(input_names(nd.op, nd.inputs.size()));
-    if (std::none_of(seen.begin(), seen.end(), [&](const auto& x) { return x.first == op && x.second == sum; }))
-      seen.push_back({op, sum});
-  }
-  std::string s;
-  for (const auto& [op, sum] : seen) {
-    if (!s.empty()) s += "; ";
-    s += fmt::format("{}: {}", op, sum);
-  }
-  return s;
-}
-
 ModelCheck check_model(const NamedModel& nm, const std::shared_ptr<Backend>& tier,
                        const std::shared_ptr<Backend>& fallback, uint64_t seed, int greedy_tokens) {
   const Gpt2Model& m = *nm.model;
