@@ -18,6 +18,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
 #include "bench/gemm_ladder.h"
+#include "devices/machine.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -418,12 +419,13 @@ TEST(GemmLadder, DecodeBytesCountTheFormEachRungReads) {
   const int64_t l3 = int64_t(32) << 20;
   for (const double elems : {768.0 * 2304, 768.0 * 768, 3072.0 * 768})
     for (const double smallest : {1.125, 2.0, 4.0}) {
-      const int c = bench::cold_b_copies(elems, smallest, l3);
+      const int c = copies_beyond_l3(elems * smallest, double(l3));
       EXPECT_GE(double(c) * elems * smallest, 2.0 * double(l3)) << elems << " elements, " << smallest << " bytes";
       EXPECT_LT(double(c - 1) * elems * smallest, 2.0 * double(l3)) << "more copies than needed";
     }
-  EXPECT_EQ(bench::cold_b_copies(768.0 * 50257, 2.0, l3), 1);  // the vocabulary projection overflows alone
-  EXPECT_EQ(bench::cold_b_copies(64, 1.0, l3), 128);           // tiny shapes: at most 128 copies
+  EXPECT_EQ(copies_beyond_l3(768.0 * 50257 * 2.0, double(l3)), 1);  // the vocabulary projection overflows alone
+  EXPECT_EQ(copies_beyond_l3(64 * 1.0, double(l3)), 128);           // tiny shapes: at most 128 copies
+  EXPECT_EQ(copies_beyond_l3(1e6, 0), 1);                            // an L3 of unknown size: one copy
 
   // The report: each cell's B bytes are its rung's form.
   bench::LadderOptions o;

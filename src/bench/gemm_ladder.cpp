@@ -26,6 +26,7 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "devices/busy.h"
+#include "devices/machine.h"
 #include "devices/probe.h"
 #include "core/rounding.h"
 
@@ -455,10 +456,6 @@ double b_read_bytes_per_elem(const Rung& r, DType b_dtype) {
   return r.b_elem_bytes > 0 ? r.b_elem_bytes : double(dtype_size(r.any_dtype ? b_dtype : DType::F32));
 }
 
-int cold_b_copies(double b_elems, double min_elem_bytes, int64_t l3) {
-  return int(std::clamp<double>(std::ceil(2.0 * double(l3) / (b_elems * min_elem_bytes)), 1, 128));
-}
-
 json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const std::string&)>& progress) {
   const auto t_start = Clock::now();
   auto say = [&](const std::string& s) {
@@ -546,7 +543,7 @@ json run_gemm_ladder(const LadderOptions& opt, const std::function<void(const st
     for (const Rung& r : rungs)
       if (r.available) min_elem = std::min(min_elem, elem_bytes(r));
     const double elems = double(B0.size());
-    const int copies = cold_b ? cold_b_copies(elems, min_elem, l3) : 1;
+    const int copies = cold_b ? copies_beyond_l3(elems * min_elem, double(l3)) : 1;
     std::vector<std::vector<float>> Bf(size_t(copies), B0);
     std::vector<std::vector<uint16_t>> Bh;
     if (opt.b_dtype != DType::F32)

@@ -126,9 +126,6 @@ std::vector<GemmShape> gpt2_shapes();
 
 // Bytes per element of B as rung r reads it in a timed run, B given in b_dtype.
 double b_read_bytes_per_elem(const Rung& r, DType b_dtype);
-// How many copies of a decode shape's B (b_elems elements, min_elem_bytes each in the smallest
-// form a rung reads) are used in turn so that they fill twice an L3 of l3 bytes (1 to 128).
-int cold_b_copies(double b_elems, double min_elem_bytes, int64_t l3);
 
 // Runs the ladder; `progress` (may be empty) gets one line per finished cell.
 // Returns {"machine", "peak", "options", "results": [...], "crossovers": [...]}.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -290,6 +291,11 @@ double ghz_from_brand(const std::string& brand) {
 
 bool MachineInfo::has(const std::string& feature) const {
   return std::find(simd.begin(), simd.end(), feature) != simd.end();
+}
+
+int copies_beyond_l3(double bytes_per_copy, double l3_bytes) {
+  if (bytes_per_copy <= 0) return 1;
+  return int(std::clamp(std::ceil(2.0 * l3_bytes / bytes_per_copy), 1.0, 128.0));
 }
 
 int default_thread_count() {

@@ -137,6 +137,11 @@ DeviceReport probe_devices(bool refresh, int threads);
 // "Zen 4: AVX-512 is double-pumped on two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP = 32".
 double fp32_flops_per_cycle(const MachineInfo&, std::string* why = nullptr);
 
+// How many copies of `bytes_per_copy` bytes, read one after another, fill an L3 of `l3_bytes`
+// twice over, so that each is read from memory rather than the cache (what a decode does with
+// a model's weights): 1 to 128, 1 when the L3 is unknown (0).
+int copies_beyond_l3(double bytes_per_copy, double l3_bytes);
+
 // The thread count strand's tiers use: STRAND_THREADS when set (a positive integer), else the
 // number of logical CPUs this process may run on.
 int default_thread_count();

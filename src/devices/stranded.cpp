@@ -158,8 +158,7 @@ RowCrossover measure_row_crossover(Backend& tier, Backend& opponent, DType weigh
       // Decode-sized products read the weight from memory: enough copies to fill the L3 twice
       // in the smaller form either tier reads (bf16 tiles: 2 bytes an element; q8: ~1).
       const double elem = weights == DType::Q8 ? 1.0 : 2.0;
-      const int n_copies =
-          M <= cpu::kGemvMaxRows && l3 > 0 ? int(std::clamp(std::ceil(2 * l3 / (elem * double(K * N))), 1.0, 64.0)) : 1;
+      const int n_copies = M <= cpu::kGemvMaxRows ? copies_beyond_l3(elem * double(K * N), l3) : 1;
       ProductBench pb(M, K, N, weights, seed++, n_copies);
       if (!pb.supported_by(tier) || !pb.supported_by(opponent)) continue;
       RowCrossoverPoint p;
